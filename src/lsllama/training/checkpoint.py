@@ -1,0 +1,102 @@
+"""Resumable training state, written atomically.
+
+A checkpoint folder is assembled under a temporary name and renamed into place only when complete,
+so a kill at any moment leaves either the previous checkpoint or the new one. Weights are
+safetensors; optimizer, scheduler and RNG state are plain tensors and containers, read back with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lsllama.errors import RunError
+from lsllama.run import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
+
+STATE = "trainer_state.json"
+WEIGHTS = "weights.safetensors"
+OPTIMIZER = "optimizer.pt"
+
+
+@dataclass
+class TrainerState:
+    """Where training is: the next batch to run is `batch_in_epoch` of `epoch`'s batch plan."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run: RunFolder,
+    state: TrainerState,
+    weights: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    keep: int,
+) -> Path:
+    target = run.file(CHECKPOINTS) / f"step-{state.global_step:08d}"
+    tmp = atomic_folder(target)
+    save_file(weights, str(tmp / WEIGHTS))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
+        tmp / OPTIMIZER,
+    )
+    (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
+    commit_folder(tmp, target)
+    for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(run: RunFolder) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders start with a dot and are ignored)."""
+    folder = run.file(CHECKPOINTS)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith("step-") and (p / STATE).is_file())
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> TrainerState:
+    try:
+        state = TrainerState(**json.loads((path / STATE).read_text()))
+        weights = load_file(str(path / WEIGHTS))
+        extra = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(
+            f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc}); delete it to resume from an earlier one"
+        ) from None
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            params[name].copy_(tensor)
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    _set_rng_state(extra["rng"])
+    return state

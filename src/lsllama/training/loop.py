@@ -1,0 +1,277 @@
+"""The training loop: batch, forward under autocast, loss, backward, clip, step, log, evaluate, save.
+
+One process or many (accelerate / torchrun: DDP, FSDP, DeepSpeed): every process builds the same
+global batch plan and takes its shard of each batch, and the loss is a sum divided by the number of
+targets in the *global* batch, so the update is the same for any number of processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from lsllama.config import RunConfig
+from lsllama.data.batching import collate, shard, train_batches
+from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
+from lsllama.data.encoding import IGNORE, Item, encode_examples
+from lsllama.errors import TrainingError, UsageError
+from lsllama.evaluation.evaluate import predict_logits, score
+from lsllama.modeling.loading import load_tokenizer
+from lsllama.modeling.model import LabelSupervisedModel, build_model
+from lsllama.run import CONFIG, LABELS, LOG, RESULTS, TOKENIZER, WEIGHTS, RunFolder, atomic_write_text
+from lsllama.training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+
+
+def _loss(logits: torch.Tensor, items: list[Item], task: str, token_labels: torch.Tensor | None) -> torch.Tensor:
+    """Summed cross-entropy; the caller divides by the global number of targets."""
+    if task == "sequence":
+        target = torch.tensor([it.label for it in items], device=logits.device)
+        return F.cross_entropy(logits, target, reduction="sum")
+    return F.cross_entropy(logits.flatten(0, 1), token_labels.flatten(), ignore_index=IGNORE, reduction="sum")
+
+
+def _n_targets(items: list[Item], task: str) -> int:
+    if task == "sequence":
+        return len(items)
+    return sum(sum(label != IGNORE for label in it.token_labels or []) for it in items)
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW; no decay on biases and norms. `foreach` batches the many small LoRA tensors."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, foreach=True)
+
+
+def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train a run into `output` and return its results. Re-running on a finished run returns its results;
+    on a run with checkpoints it resumes (unless `resume=False`, which starts over)."""
+    cfg = cfg.resolved()
+    task, run = cfg.task, RunFolder(Path(output))
+    if run.path.exists() and not run.path.is_dir():
+        raise UsageError(f"--output {run.path}: exists and is not a folder")
+    if run.finished and resume is not False:
+        return run.results()
+    if resume and not list_checkpoints(run):
+        raise UsageError(f"--resume: {run.path} has no checkpoint to resume from")
+    accelerator = Accelerator()
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+
+    # Everything that can fail on the user's input happens before the run folder is touched.
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
+    labels = LabelSet(cfg.data.labels) if cfg.data.labels else resolve_labels(cfg.data, task)
+    cfg.data.labels = labels.names
+    train_examples = load_split(cfg.data, "train", task, labels, cfg.data.max_train_samples)
+    has_validation = split_file(cfg.data, "validation") is not None
+    val_examples = load_split(cfg.data, "validation", task, labels, cfg.data.max_eval_samples) if has_validation else []
+    train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
+    val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, task, len(labels), tokenizer, device)
+    pad_id = tokenizer.pad_token_id
+
+    lengths = [len(it.input_ids) for it in train_items]
+    plan = lambda epoch: train_batches(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.train.max_tokens)  # noqa: E731
+    total_steps = max(1, math.ceil(cfg.train.epochs * len(plan(0))))
+    optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+
+    state = TrainerState()
+    checkpoints = list_checkpoints(run) if resume is not False else []
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+        if main:  # the log continues from the checkpoint: events after it will be written again
+            _truncate_log(run, state.global_step)
+    elif main:
+        _start_run_folder(run, cfg, labels, tokenizer)
+    accelerator.wait_for_everyone()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped: LabelSupervisedModel = accelerator.unwrap_model(model)
+
+    writer = None
+    if main and cfg.train.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run.file("tensorboard")))
+    metric = cfg.train.metric_for_best
+    bar = tqdm(
+        total=total_steps, initial=state.global_step, desc="train", disable=not (progress and main), dynamic_ncols=True
+    )
+    started, tokens_seen, last_eval_step = time.perf_counter(), 0, -1
+
+    def evaluate_and_keep_best() -> dict[str, Any]:
+        nonlocal last_eval_step
+        last_eval_step = state.global_step
+        logits = predict_logits(
+            model, task, val_examples, val_items, pad_id, cfg.train.eval_batch_size, device, rank, world
+        )
+        metrics = score(task, val_examples, logits, labels)
+        value = metrics[metric]
+        improved = state.best_metric is None or value > state.best_metric
+        if improved:
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
+            if main:
+                _save_weights(unwrapped, run)
+        else:
+            state.evals_without_improvement += 1
+        if main:
+            event = {"event": "eval", "step": state.global_step, "epoch": state.epoch, **_scalars(metrics)}
+            run.log(event)
+            if writer:
+                for key, val in _scalars(metrics).items():
+                    writer.add_scalar(f"validation/{key}", val, state.global_step)
+            bar.write(f"step {state.global_step}: validation {metric} {value:.4f}" + (" (best)" if improved else ""))
+        return metrics
+
+    def checkpoint() -> None:
+        if main:
+            save_checkpoint(
+                run, state, unwrapped.trainable_state_dict(), optimizer, scheduler, cfg.train.keep_checkpoints
+            )
+        accelerator.wait_for_everyone()
+
+    accumulation = cfg.train.gradient_accumulation
+    while state.global_step < total_steps and not state.stopped_early:
+        batches = plan(state.epoch)
+        while state.batch_in_epoch < len(batches) and state.global_step < total_steps:
+            # ---- one optimizer step over a global batch ----
+            batch = batches[state.batch_in_epoch]
+            n_targets = max(1, _n_targets([train_items[i] for i in batch], task))
+            model.train()
+            step_loss = torch.zeros((), device=device)
+            micro_batches = [batch[k::accumulation] for k in range(accumulation) if batch[k::accumulation]]
+            for k, micro in enumerate(micro_batches):
+                local = shard(micro, rank, world)
+                weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
+                items = [train_items[i] for i in (local or micro[:1])]
+                enc = collate(
+                    [it.input_ids for it in items],
+                    pad_id,
+                    [it.token_labels for it in items] if task == "token" else None,
+                )
+                sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
+                with sync:
+                    logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+                    token_labels = enc["token_labels"].to(device) if task == "token" else None
+                    loss = weight * _loss(logits, items, task, token_labels) * world / n_targets
+                    accelerator.backward(loss)
+                step_loss += loss.detach() / world
+                tokens_seen += int(enc["attention_mask"].sum()) if local else 0
+            if cfg.train.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = accelerator.reduce(step_loss, "sum").item()
+            if not math.isfinite(step_loss):
+                kept = list_checkpoints(run)
+                raise TrainingError(
+                    f"loss became {step_loss} at step {state.global_step + 1} (learning rate too high?); "
+                    + (f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written yet")
+                )
+            state.global_step += 1
+            state.batch_in_epoch += 1
+            # ---- logging, evaluation, checkpoints ----
+            if main:
+                elapsed = time.perf_counter() - started
+                lr = scheduler.get_last_lr()[0]
+                run.log(
+                    {"event": "train", "step": state.global_step, "epoch": state.epoch, "loss": step_loss, "lr": lr}
+                )
+                if writer:
+                    writer.add_scalar("train/loss", step_loss, state.global_step)
+                    writer.add_scalar("train/lr", lr, state.global_step)
+                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_seen * world / max(elapsed, 1e-9):.0f}")
+                bar.update(1)
+            end_of_epoch = state.batch_in_epoch == len(batches)
+            eval_due = (cfg.train.eval_every and state.global_step % cfg.train.eval_every == 0) or (
+                not cfg.train.eval_every and end_of_epoch
+            )
+            if val_examples and eval_due:
+                evaluate_and_keep_best()
+                patience = cfg.train.early_stopping_patience
+                state.stopped_early = bool(patience) and state.evals_without_improvement >= patience
+            if end_of_epoch:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if eval_due or (cfg.train.checkpoint_every and state.global_step % cfg.train.checkpoint_every == 0):
+                checkpoint()
+            if state.stopped_early:
+                break
+    bar.close()
+
+    if val_examples and last_eval_step != state.global_step and not state.stopped_early:
+        evaluate_and_keep_best()
+        checkpoint()
+    if not val_examples and main:
+        _save_weights(unwrapped, run)  # no validation split: the last weights are the model
+    accelerator.wait_for_everyone()
+    results = {
+        "best_step": state.best_step,
+        "global_step": state.global_step,
+        "stopped_early": state.stopped_early,
+        "metric_for_best": metric,
+        "validation": None,
+        "train_examples": len(train_examples),
+        "validation_examples": len(val_examples),
+    }
+    if val_examples:
+        best_eval = [e for e in _read_log(run) if e.get("event") == "eval" and e["step"] == state.best_step]
+        results["validation"] = best_eval[-1] if best_eval else None
+    if main:
+        atomic_write_text(run.file(RESULTS), json.dumps(results, indent=2))
+        if writer:
+            writer.close()
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _start_run_folder(run: RunFolder, cfg: RunConfig, labels: LabelSet, tokenizer) -> None:
+    for name in (LOG, RESULTS, WEIGHTS):
+        run.file(name).unlink(missing_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run.file("checkpoints"), ignore_errors=True)
+    shutil.rmtree(run.file("tensorboard"), ignore_errors=True)
+    tokenizer.save_pretrained(run.file(TOKENIZER))
+    atomic_write_text(run.file(LABELS), json.dumps(labels.names))
+    atomic_write_text(run.file(CONFIG), _yaml(cfg))
+
+
+def _yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _save_weights(model: LabelSupervisedModel, run: RunFolder) -> None:
+    tmp = run.file(f".{WEIGHTS}.tmp")
+    model.save_weights(tmp)
+    tmp.replace(run.file(WEIGHTS))
+
+
+def _read_log(run: RunFolder) -> list[dict[str, Any]]:
+    if not run.file(LOG).is_file():
+        return []
+    return [json.loads(line) for line in run.file(LOG).read_text().splitlines() if line.strip()]
+
+
+def _truncate_log(run: RunFolder, step: int) -> None:
+    kept = [e for e in _read_log(run) if e["step"] <= step]
+    atomic_write_text(run.file(LOG), "".join(json.dumps(e) + "\n" for e in kept))

@@ -1,0 +1,72 @@
+"""Training end to end on the tiny random model: it learns, it saves, it reloads identically."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lsllama import Classifier, build_config
+from lsllama.run import RunFolder
+
+
+def toy_config(data, **train):
+    return build_config(
+        task="sequence",
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32"},
+            "data": {"data": str(data)},
+            "train": {"epochs": 4, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False, **train},
+        },
+    )
+
+
+@pytest.fixture
+def trained(toy_data, tmp_path):
+    out = tmp_path / "run"
+    clf = Classifier.train(toy_config(toy_data), out, progress=False)
+    return clf, out
+
+
+def test_loss_falls_on_a_learnable_toy_task(trained):
+    _, out = trained
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    first, last = np.mean(losses[:4]), np.mean(losses[-4:])
+    assert last < 0.5 * first
+
+
+def test_saved_run_reloads_to_identical_predictions(trained):
+    clf, out = trained
+    texts = ["a wonderful story", "terrible people and time", "the movie was really quite terrible"]
+    reloaded = Classifier.load(out)
+    np.testing.assert_array_equal(clf.predict_proba(texts), reloaded.predict_proba(texts))
+    assert reloaded.labels.names == ["negative", "positive"]
+
+
+def test_predictions_do_not_depend_on_batch_size(trained):
+    clf, _ = trained
+    texts = [f"{'wonderful' if i % 3 else 'terrible'} " + "the movie was " * (i % 9) for i in range(40)]
+    one = clf.predict_proba(texts, batch_size=1)
+    many = clf.predict_proba(texts, batch_size=32)
+    assert clf.predict(texts, batch_size=1) == clf.predict(texts, batch_size=32)
+    np.testing.assert_allclose(one, many, atol=1e-4)
+
+
+def test_finished_run_is_not_retrained(trained, toy_data):
+    _, out = trained
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    Classifier.train(toy_config(toy_data), out, progress=False)
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    assert RunFolder(out).finished
+
+
+def test_best_checkpoint_is_selected_on_validation(trained):
+    _, out = trained
+    results = json.loads((out / "results.json").read_text())
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in events if e["event"] == "eval"]
+    assert len(evals) == 4
+    assert results["validation"]["accuracy"] == max(e["accuracy"] for e in evals)
+    assert results["validation"]["accuracy"] >= 0.9
