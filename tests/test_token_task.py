@@ -1,0 +1,126 @@
+"""The token task end to end on the tiny model, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from lsllama import Classifier, build_config
+from lsllama.cli import app
+
+from .conftest import toy_ner_rows, write_jsonl
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ner")
+    write_jsonl(folder / "data" / "train.jsonl", toy_ner_rows(64, 1))
+    write_jsonl(folder / "data" / "validation.jsonl", toy_ner_rows(16, 2))
+    cfg = build_config(
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32"},
+            "data": {"data": str(folder / "data")},
+            "train": {"epochs": 6, "learning_rate": 5e-3, "batch_size": 8, "tensorboard": False},
+        },
+        task="token",
+    )
+    return Classifier.train(cfg, folder / "run", progress=False), folder
+
+
+def test_token_task_defaults_to_bidirectional_and_learns(ner_run):
+    clf, _ = ner_run
+    assert clf.config.model.bidirectional is True
+    metrics = clf.evaluate()
+    assert metrics["f1"] >= 0.9, metrics
+
+
+def test_task_is_inferred_from_token_columns(tmp_path):
+    from lsllama.config import DataConfig
+    from lsllama.data.dataset import infer_task
+
+    write_jsonl(tmp_path / "train.jsonl", toy_ner_rows(2, 1))
+    assert infer_task(DataConfig(data=str(tmp_path))) == "token"
+
+
+def test_entities_come_back_with_type_word_span_and_character_offsets(ner_run):
+    clf, _ = ner_run
+    text = "Maria Smith flew to Berlin today ."
+    [entities] = clf.predict_entities([text])
+    found = {(e.type, e.text) for e in entities}
+    assert ("PER", "Maria Smith") in found and ("LOC", "Berlin") in found
+    for e in entities:
+        assert text[e.start_char : e.end_char] == e.text
+
+
+def test_predict_cli_writes_conll_columns(ner_run, tmp_path):
+    _, folder = ner_run
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"tokens": ["John", "Smith", "flew", "to", "Rome", "today", "."]}])
+    out = tmp_path / "out.conll"
+    result = runner.invoke(
+        app, ["predict", str(folder / "run"), "--input", str(inputs), "--output", str(out), "--format", "conll"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in out.read_text().splitlines() if line]
+    assert [r[0] for r in rows] == ["John", "Smith", "flew", "to", "Rome", "today", "."]
+    assert rows[0][1] == "B-PER" and rows[4][1] == "B-LOC"
+
+
+def test_predict_cli_writes_entities_for_raw_text(ner_run, tmp_path):
+    _, folder = ner_run
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("Peter Smith flew to Paris today.\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["predict", str(folder / "run"), "-i", str(inputs), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert {"type": "LOC", "text": "Paris"}.items() <= next(e for e in record["entities"] if e["type"] == "LOC").items()
+
+
+def _train_on(tmp_path, train_rows=None, train_text=None, name="train.jsonl"):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    if train_text is not None:
+        (folder / name).write_text(train_text)
+    else:
+        write_jsonl(folder / name, train_rows)
+    write_jsonl(folder / "validation.jsonl", toy_ner_rows(2, 2))
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(folder), "--output", str(out), "--model", "tiny-random", "--task", "token", "--quiet"],
+    )
+    assert not out.exists()
+    return result.exit_code, result.output
+
+
+def test_tokens_tags_length_mismatch_names_file_and_line(tmp_path):
+    rows = [*toy_ner_rows(2, 1), {"tokens": ["a", "b"], "tags": ["O"]}]
+    code, output = _train_on(tmp_path, rows)
+    assert code == 2 and "train.jsonl:3" in output and "2 tokens but 1 tags" in output
+
+
+def test_empty_sentence_names_file_and_line(tmp_path):
+    code, output = _train_on(tmp_path, [*toy_ner_rows(1, 1), {"tokens": [], "tags": []}])
+    assert code == 2 and "train.jsonl:2" in output and "empty sentence" in output
+
+
+def test_unknown_tag_in_validation_names_file_and_line(tmp_path):
+    folder = tmp_path / "d"
+    write_jsonl(folder / "train.jsonl", toy_ner_rows(4, 1))
+    write_jsonl(folder / "validation.jsonl", [{"tokens": ["x", "y"], "tags": ["O", "B-ORG"]}])
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app, ["train", "--data", str(folder), "--output", str(out), "--model", "tiny-random", "--quiet"]
+    )
+    assert result.exit_code == 2 and "validation.jsonl:1" in result.output and "'B-ORG'" in result.output
+    assert not out.exists()
+
+
+def test_conll_line_with_wrong_number_of_columns_names_file_and_line(tmp_path):
+    text = "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP\n"
+    code, output = _train_on(tmp_path, train_text=text, name="train.conll")
+    assert code == 2 and "train.conll:4" in output, output
