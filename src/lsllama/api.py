@@ -75,7 +75,7 @@ class Classifier:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device | None = None) -> Classifier:
-        run = RunFolder(Path(run_dir))
+        run = RunFolder.locate(Path(run_dir))
         run.check_complete()
         config = run.config()
         config.data.labels = run.labels()

@@ -98,6 +98,9 @@ def train(
     checkpoint_every: Annotated[int | None, Opt()] = None,
     resume: Annotated[bool | None, Opt("--resume/--no-resume", help="Default: resume if a checkpoint exists.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off unless asked).")] = False,
+    load_in_4bit: Annotated[bool, Opt(help="QLoRA: NF4 frozen weights (CUDA + bitsandbytes).")] = False,
+    load_in_8bit: Annotated[bool, Opt(help="8-bit frozen weights (CUDA + bitsandbytes).")] = False,
+    gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing/--no-gradient-checkpointing")] = None,
     quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
 ) -> None:
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
@@ -120,6 +123,8 @@ def train(
             "lora_targets": targets,
             "precision": precision,
             "trust_remote_code": trust_remote_code or None,
+            "quantization": "4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
+            "gradient_checkpointing": gradient_checkpointing,
         },
         "data": {
             "data": data,
@@ -176,16 +181,20 @@ def evaluate(
     max_samples: Annotated[int | None, Opt()] = None,
     batch_size: Annotated[int, Opt()] = 64,
 ) -> None:
-    """Score a run on a labelled split; writes a report (metrics JSON, confusion matrix / curves) into RUN/report."""
+    """Score a run on a labelled split; writes a report (metrics JSON, confusion matrix / curves) into RUN/report
+    and refreshes the model card (RUN/README.md)."""
     from lsllama.api import Classifier
     from lsllama.evaluation.report import plot_learning_curves, write_report
-    from lsllama.run import LOG
+    from lsllama.run import LOG, RunFolder
+    from lsllama.serving.card import REPORT, write_model_card
 
     clf = Classifier.load(run)
     metrics = clf.evaluate(data=data, split=split, batch_size=batch_size, max_samples=max_samples, file=file)
-    report = run / "report"
+    folder = RunFolder.locate(run).path  # an export keeps its run in a subfolder
+    report = folder / REPORT
     write_report(report, split, metrics, clf.labels.names)
-    plot_learning_curves(run / LOG, report / "learning_curves.png", clf.config.train.metric_for_best or "accuracy")
+    plot_learning_curves(folder / LOG, report / "learning_curves.png", clf.config.train.metric_for_best or "accuracy")
+    write_model_card(folder)
     typer.echo(json.dumps(metrics))
 
 
@@ -256,6 +265,53 @@ def predict(
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, "\n".join(lines) + "\n")
     typer.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+
+
+@app.command(epilog="Example: lsllama export runs/sst2 --output exports/sst2")
+@handle_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    output: Annotated[Path, Opt("--output", "-o", help="Folder to write (a transformers model + the run).")],
+    overwrite: Annotated[bool, Opt(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Merge LoRA into the base model and save a transformers model that `transformers.pipeline` loads.
+
+    OUTPUT/README.md says how to load it and where transformers can differ from lsllama; runs that need
+    lsllama's code (mean / max pooling, --unmask-from-layer) are exported for lsllama only. Prints one
+    JSON object: the output folder, the transformers class, and whether trust_remote_code is needed."""
+    from lsllama.serving.export import export_run
+
+    result = export_run(run, output, overwrite=overwrite)
+    typer.echo(json.dumps({**asdict(result), "path": str(result.path)}))
+
+
+@app.command(epilog="Example: lsllama serve runs/sst2 --port 8000   (then open http://127.0.0.1:8000/docs)")
+@handle_errors
+def serve(
+    run: Annotated[Path, typer.Argument(help="A run folder (or an export folder).")],
+    host: Annotated[str, Opt(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, Opt()] = 8000,
+    max_batch_size: Annotated[int, Opt(help="Most texts per model call; 1 turns batching off.")] = 32,
+    max_wait_ms: Annotated[float, Opt(help="How long a request waits for others to share its batch.")] = 5.0,
+    max_texts: Annotated[int, Opt(help="Most texts per request (more: 422).")] = 64,
+    max_text_chars: Annotated[int, Opt(help="Longest text in characters (longer: 422).")] = 10_000,
+    max_body_bytes: Annotated[int, Opt(help="Largest request body (larger: 413).")] = 1 << 20,
+) -> None:
+    """Serve a run over HTTP: POST /predict, GET /health, GET /metadata, OpenAPI docs at /docs."""
+    try:
+        import uvicorn
+
+        from lsllama.serving.server import ServeSettings, create_app
+    except ImportError as exc:
+        raise UsageError(
+            f"lsllama serve needs the serve extra ({exc.name} is missing): pip install 'lsllama[serve]'"
+        ) from None
+    from lsllama.api import Classifier
+
+    settings = ServeSettings(max_batch_size, max_wait_ms, max_texts, max_text_chars, max_body_bytes)
+    settings.check()  # before the model loads: a bad option should not cost a model load
+    app_ = create_app(Classifier.load(run), settings)
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=DEBUG["on"])
 
 
 def _field(values: dict, column: str, path: Path, line: int, kind: type) -> Any:

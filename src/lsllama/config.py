@@ -41,6 +41,8 @@ class ModelConfig:
     """PEFT target modules: a list of module names, or `all-linear`."""
     precision: str = "auto"
     """`bf16`: frozen weights in bf16 + autocast, LoRA and head in fp32. `auto`: bf16 if fast here."""
+    quantization: str | None = None
+    """QLoRA: `4bit` (NF4) or `8bit` frozen weights through bitsandbytes, CUDA only."""
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
 
@@ -118,6 +120,8 @@ class RunConfig:
             raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
         if cfg.model.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
+        if cfg.model.quantization not in (None, "4bit", "8bit"):
+            raise UsageError(f"quantization must be 4bit or 8bit, got {cfg.model.quantization!r}")
         if cfg.model.bidirectional is None:
             cfg.model.bidirectional = cfg.task == "token"
         if cfg.train.metric_for_best is None:

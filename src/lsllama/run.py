@@ -29,6 +29,8 @@ WEIGHTS = "model.safetensors"
 LOG = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINTS = "checkpoints"
+EXPORTED_RUN = "lsllama"
+"""Inside an `lsllama export` folder (a transformers model at its top level): the run it was made from."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -65,6 +67,12 @@ def commit_folder(tmp: Path, target: Path) -> None:
 @dataclass
 class RunFolder:
     path: Path
+
+    @classmethod
+    def locate(cls, path: Path) -> RunFolder:
+        """The run at `path`, or the run an `lsllama export` folder keeps, so both load the same way."""
+        inner = path / EXPORTED_RUN
+        return cls(inner if not (path / CONFIG).exists() and (inner / CONFIG).is_file() else path)
 
     def file(self, name: str) -> Path:
         return self.path / name

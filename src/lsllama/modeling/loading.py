@@ -113,24 +113,48 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     return tokenizer
 
 
+def quantization_config(quantization: str | None, compute_dtype: torch.dtype):
+    """bitsandbytes settings for QLoRA; a clear error where it cannot run."""
+    if quantization is None:
+        return None
+    if not torch.cuda.is_available():
+        raise UsageError(f"--load-in-{quantization} needs a CUDA GPU (bitsandbytes); none is available here")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise UsageError(f"--load-in-{quantization} needs bitsandbytes: pip install 'lsllama[qlora]'") from None
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
 def load_backbone(
     name: str,
     tokenizer: PreTrainedTokenizerBase,
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
-    seed: int = 0,
+    quantization: str | None = None,
 ) -> PreTrainedModel:
     """The decoder without its LM head: its final hidden states are what the label head reads."""
+    quant = quantization_config(quantization, dtype)
     if name == "tiny-random":
         config = tiny_random_config(len(tokenizer), tokenizer.pad_token_id)
         with torch.random.fork_rng():
-            torch.manual_seed(seed)
+            torch.manual_seed(0)  # the same "pretrained" weights every time, so runs reload exactly
             model = AutoModel.from_config(config, dtype=dtype)
         return model
     source = model_source(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(source, config=config, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(
+            source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, quantization_config=quant
+        )
     except (OSError, ValueError) as exc:
         raise UsageError(f"--model {name}: cannot load the model: {str(exc).splitlines()[0]}") from None
     model.config.pad_token_id = tokenizer.pad_token_id

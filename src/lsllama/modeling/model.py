@@ -117,9 +117,13 @@ def build_model(
 ) -> LabelSupervisedModel:
     """Backbone with masks set and LoRA injected, plus a fresh head; the same code builds for load."""
     dtype = resolve_dtype(cfg.precision, device)
-    backbone = load_backbone(cfg.name, tokenizer, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    backbone = load_backbone(cfg.name, tokenizer, dtype, cfg.trust_remote_code, cfg.quantization)
     configure_attention(backbone, bool(cfg.bidirectional), cfg.unmask_from_layer)
-    if cfg.gradient_checkpointing:
+    if cfg.quantization:
+        from peft import prepare_model_for_kbit_training
+
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         backbone.enable_input_require_grads()
     if cfg.lora_r > 0:
@@ -130,4 +134,4 @@ def build_model(
     else:
         backbone.requires_grad_(False)
     model = LabelSupervisedModel(backbone, num_labels, task, cfg.pooling, dtype)
-    return model.to(device)
+    return model if cfg.quantization else model.to(device)

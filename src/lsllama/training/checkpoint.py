@@ -9,7 +9,9 @@ safetensors; optimizer, scheduler and RNG state are plain tensors and containers
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,12 @@ class TrainerState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
+
+
+def failpoint(name: str) -> None:
+    """Crash tests set LSLLAMA_FAILPOINT to kill the process at an exact point (e.g. mid-write)."""
+    if os.environ.get("LSLLAMA_FAILPOINT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -66,6 +74,7 @@ def save_checkpoint(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
         tmp / OPTIMIZER,
     )
+    failpoint(f"checkpoint-write-{state.global_step}")
     (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
     commit_folder(tmp, target)
     for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
@@ -79,6 +88,14 @@ def list_checkpoints(run: RunFolder) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.name.startswith("step-") and (p / STATE).is_file())
+
+
+def remove_stale_temporaries(run: RunFolder) -> None:
+    """Half-written checkpoint folders of a killed run are invisible to `list_checkpoints`; delete them."""
+    folder = run.file(CHECKPOINTS)
+    if folder.is_dir():
+        for tmp in folder.glob(".step-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_checkpoint(

@@ -31,7 +31,16 @@ from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.modeling.loading import load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.run import CONFIG, LABELS, LOG, RESULTS, TOKENIZER, WEIGHTS, RunFolder, atomic_write_text
-from lsllama.training.checkpoint import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from lsllama.training.checkpoint import (
+    TrainerState,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+
+# Settings that may differ between a run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = {"tensorboard", "keep_checkpoints", "eval_batch_size", "trust_remote_code"}
 
 
 def _loss(logits: torch.Tensor, items: list[Item], task: str, token_labels: torch.Tensor | None) -> torch.Tensor:
@@ -65,8 +74,6 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
     task, run = cfg.task, RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
         raise UsageError(f"--output {run.path}: exists and is not a folder")
-    if run.finished and resume is not False:
-        return run.results()
     if resume and not list_checkpoints(run):
         raise UsageError(f"--resume: {run.path} has no checkpoint to resume from")
     accelerator = Accelerator()
@@ -80,6 +87,10 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
     train_examples = load_split(cfg.data, "train", task, labels, cfg.data.max_train_samples)
     has_validation = split_file(cfg.data, "validation") is not None
     val_examples = load_split(cfg.data, "validation", task, labels, cfg.data.max_eval_samples) if has_validation else []
+    if resume is not False and run.file(CONFIG).is_file():
+        _check_same_run(run, cfg)
+        if run.finished:
+            return run.results()
     train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
     val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
     torch.manual_seed(cfg.train.seed)
@@ -98,6 +109,7 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
         state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
         if main:  # the log continues from the checkpoint: events after it will be written again
             _truncate_log(run, state.global_step)
+            remove_stale_temporaries(run)
     elif main:
         _start_run_folder(run, cfg, labels, tokenizer)
     accelerator.wait_for_everyone()
@@ -113,7 +125,7 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
     bar = tqdm(
         total=total_steps, initial=state.global_step, desc="train", disable=not (progress and main), dynamic_ncols=True
     )
-    started, tokens_seen, last_eval_step = time.perf_counter(), 0, -1
+    tokens_seen, samples_seen, step_seconds, last_eval_step = 0, 0, 0.0, -1
 
     def evaluate_and_keep_best() -> dict[str, Any]:
         nonlocal last_eval_step
@@ -146,50 +158,59 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
             )
         accelerator.wait_for_everyone()
 
+    def forward_backward(batch: list[int], accumulation: int) -> tuple[float, int]:
+        """Gradients of the global batch's mean loss, accumulated over micro-batches of this shard."""
+        n_targets = max(1, _n_targets([train_items[i] for i in batch], task))
+        step_loss, tokens = torch.zeros((), device=device), 0
+        micro_batches = [batch[k::accumulation] for k in range(accumulation) if batch[k::accumulation]]
+        for k, micro in enumerate(micro_batches):
+            local = shard(micro, rank, world)
+            weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
+            items = [train_items[i] for i in (local or micro[:1])]
+            labels_in = [it.token_labels for it in items] if task == "token" else None
+            enc = collate([it.input_ids for it in items], pad_id, labels_in)
+            sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
+            with sync:
+                logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+                token_labels = enc["token_labels"].to(device) if task == "token" else None
+                loss = weight * _loss(logits, items, task, token_labels) * world / n_targets
+                accelerator.backward(loss)
+            step_loss += loss.detach() / world
+            tokens += int(enc["attention_mask"].sum()) if local else 0
+        return accelerator.reduce(step_loss, "sum").item(), tokens
+
     accumulation = cfg.train.gradient_accumulation
+    model.train()
     while state.global_step < total_steps and not state.stopped_early:
         batches = plan(state.epoch)
         while state.batch_in_epoch < len(batches) and state.global_step < total_steps:
             # ---- one optimizer step over a global batch ----
+            step_started = time.perf_counter()
             batch = batches[state.batch_in_epoch]
-            n_targets = max(1, _n_targets([train_items[i] for i in batch], task))
-            model.train()
-            step_loss = torch.zeros((), device=device)
-            micro_batches = [batch[k::accumulation] for k in range(accumulation) if batch[k::accumulation]]
-            for k, micro in enumerate(micro_batches):
-                local = shard(micro, rank, world)
-                weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
-                items = [train_items[i] for i in (local or micro[:1])]
-                enc = collate(
-                    [it.input_ids for it in items],
-                    pad_id,
-                    [it.token_labels for it in items] if task == "token" else None,
-                )
-                sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
-                with sync:
-                    logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-                    token_labels = enc["token_labels"].to(device) if task == "token" else None
-                    loss = weight * _loss(logits, items, task, token_labels) * world / n_targets
-                    accelerator.backward(loss)
-                step_loss += loss.detach() / world
-                tokens_seen += int(enc["attention_mask"].sum()) if local else 0
-            if cfg.train.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = accelerator.reduce(step_loss, "sum").item()
+            try:
+                step_loss, tokens = forward_backward(batch, accumulation)
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                accumulation = _halve_micro_batch(batch, accumulation, world, bar)
+                continue
             if not math.isfinite(step_loss):
                 kept = list_checkpoints(run)
                 raise TrainingError(
                     f"loss became {step_loss} at step {state.global_step + 1} (learning rate too high?); "
                     + (f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written yet")
                 )
+            if cfg.train.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens_seen += tokens
             state.global_step += 1
             state.batch_in_epoch += 1
+            samples_seen += len(batch)
+            step_seconds += time.perf_counter() - step_started
             # ---- logging, evaluation, checkpoints ----
             if main:
-                elapsed = time.perf_counter() - started
                 lr = scheduler.get_last_lr()[0]
                 run.log(
                     {"event": "train", "step": state.global_step, "epoch": state.epoch, "loss": step_loss, "lr": lr}
@@ -197,7 +218,7 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
                 if writer:
                     writer.add_scalar("train/loss", step_loss, state.global_step)
                     writer.add_scalar("train/lr", lr, state.global_step)
-                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_seen * world / max(elapsed, 1e-9):.0f}")
+                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_seen * world / step_seconds:.0f}")
                 bar.update(1)
             end_of_epoch = state.batch_in_epoch == len(batches)
             eval_due = (cfg.train.eval_every and state.global_step % cfg.train.eval_every == 0) or (
@@ -211,8 +232,8 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if eval_due or (cfg.train.checkpoint_every and state.global_step % cfg.train.checkpoint_every == 0):
                 checkpoint()
-            if state.stopped_early:
-                break
+            if state.stopped_early or end_of_epoch:
+                break  # a new epoch needs its own batch plan
     bar.close()
 
     if val_examples and last_eval_step != state.global_step and not state.stopped_early:
@@ -228,6 +249,12 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
         "metric_for_best": metric,
         "validation": None,
         "train_examples": len(train_examples),
+        "throughput": {  # this invocation's optimizer steps only (no loading, evaluation or checkpoints)
+            "seconds": step_seconds,
+            "samples": samples_seen,
+            "real_tokens": tokens_seen * world,
+            "samples_per_second": samples_seen / step_seconds if step_seconds else None,
+        },
         "validation_examples": len(val_examples),
     }
     if val_examples:
@@ -239,6 +266,36 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
             writer.close()
     accelerator.wait_for_everyone()
     return results
+
+
+def _halve_micro_batch(batch: list[int], accumulation: int, world: int, bar: tqdm) -> int:
+    """On CUDA out-of-memory: twice the accumulation steps, same global batch; give up at one example."""
+    micro = -(-len(batch) // (accumulation * world))
+    if micro <= 1:
+        raise TrainingError("CUDA out of memory with a micro-batch of 1: lower --max-length or use --load-in-4bit")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    bar.write(f"CUDA out of memory: micro-batch {micro} -> {-(-micro // 2)} (gradient accumulation x2)")
+    return accumulation * 2
+
+
+def _check_same_run(run: RunFolder, cfg: RunConfig) -> None:
+    """Resuming (or skipping) only makes sense for the same settings; anything else would mix two runs."""
+    saved = run.config().to_dict()
+    new = cfg.to_dict()
+    changed = [
+        f"{section}.{key}"
+        for section in ("model", "data", "train")
+        for key in new[section]
+        if saved.get(section, {}).get(key) != new[section][key] and key not in RESUMABLE_CHANGES
+    ]
+    if saved.get("task") != new["task"]:
+        changed.insert(0, "task")
+    if changed:
+        raise UsageError(
+            f"--output {run.path} holds a run with different settings ({', '.join(changed)}); "
+            "use another folder, or --no-resume to replace it"
+        )
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,227 @@
+"""Training and inference speed of lsllama against the official LS-LLaMA recipe, side by side.
+
+    python benchmarks/speed.py [--quick]
+
+One command, same SST-2 rows, same model (the default SmolLM2-135M). Each recipe runs in a child
+process of this one so that its peak RSS is its own; the bf16 matmul rate that the useful FLOP/s are
+compared with is measured in this run too. Useful FLOPs count real (non-pad) tokens only:
+4 x non-embedding parameters per token for LoRA training (forward, backward through activations,
+no weight gradients for frozen weights: ~2x + ~2x), 2 x for inference. Writes
+benchmarks/results/speed[_quick].json and .md; the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+FULL = {"rows": 2000, "epochs": 1.0}
+QUICK = {"rows": 600, "epochs": 1.0}
+# lsllama's recipe for this benchmark: the package defaults, except batches built to a token budget.
+LSLLAMA_OVERRIDES = {"train": {"max_tokens": None}}
+
+
+def bf16_matmul_gflops(size: int = 2048, seconds: float = 3.0) -> float:
+    a = torch.randn(size, size, dtype=torch.bfloat16)
+    b = torch.randn(size, size, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def load_sst2(rows: int) -> tuple[list[str], list[int], list[str], list[int], list[str]]:
+    from lsllama.config import DataConfig
+    from lsllama.data.dataset import load_split, resolve_labels
+
+    cfg = DataConfig(data="sst2", max_train_samples=rows)
+    labels = resolve_labels(cfg, "sequence")
+    train = load_split(cfg, "train", "sequence", labels, rows)
+    val = load_split(cfg, "validation", "sequence", labels, None)
+    return (
+        [e.text for e in train],
+        [e.label for e in train],
+        [e.text for e in val],
+        [e.label for e in val],
+        labels.names,
+    )
+
+
+def worker_official(rows: int, epochs: float, workdir: Path) -> dict:
+    from benchmarks.official_recipe import run_official
+
+    train_x, train_y, val_x, val_y, names = load_sst2(rows)
+    result = run_official("smollm2-135m", train_x, train_y, val_x, val_y, len(names), workdir / "official", epochs)
+    return result.__dict__
+
+
+def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> dict:
+    from lsllama import Classifier, build_config
+
+    layers = {"data": {"data": "sst2", "max_train_samples": rows}, "train": {"epochs": epochs, "tensorboard": False}}
+    for section, values in overrides.items():
+        layers.setdefault(section, {}).update(values)
+    cfg = build_config(overrides=layers)
+    out = workdir / "lsllama"
+    results = Classifier.train(cfg, out, progress=True) and json.loads((out / "results.json").read_text())
+    clf = Classifier.load(out)
+    train_x, _, _, _, _ = load_sst2(rows)
+    clf.predict_proba(train_x[:64])  # warm-up (allocator, kernels), as Trainer's first batches are too
+    start = time.perf_counter()
+    clf.predict_proba(train_x)
+    eval_seconds = time.perf_counter() - start
+    tokens = sum(
+        len(ids) for ids in clf.tokenizer(train_x, truncation=True, max_length=cfg.data.max_length)["input_ids"]
+    )
+    throughput = results["throughput"]
+    return {
+        "train_seconds": throughput["seconds"],
+        "train_samples": throughput["samples"],
+        "train_real_tokens": throughput["real_tokens"],
+        "eval_seconds": eval_seconds,
+        "eval_samples": len(train_x),
+        "eval_real_tokens": tokens,
+        "accuracy": results["validation"]["accuracy"],
+    }
+
+
+def run_worker(name: str, rows: int, epochs: float, workdir: Path) -> dict:
+    """Run one recipe in a child process; returns its measurements and its own peak RSS."""
+    out = workdir / f"{name}.json"
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--rows",
+        str(rows),
+        "--epochs",
+        str(epochs),
+        "--workdir",
+        str(workdir),
+    ]
+    subprocess.run(cmd, check=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    return json.loads(out.read_text())
+
+
+def non_embedding_params() -> int:
+    from transformers import AutoConfig
+
+    from lsllama.modeling.loading import model_source
+
+    cfg = AutoConfig.from_pretrained(model_source("smollm2-135m"))
+    h, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
+    return n * (2 * h * h + 2 * h * kv + 3 * h * i)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows (<= 6 minutes here)")
+    parser.add_argument("--worker", choices=["official", "lsllama"])
+    parser.add_argument("--rows", type=int)
+    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+
+    if args.worker:
+        if args.worker == "official":
+            measured = worker_official(args.rows, args.epochs, args.workdir)
+        else:
+            measured = worker_lsllama(args.rows, args.epochs, args.workdir, LSLLAMA_OVERRIDES)
+        measured["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        (args.workdir / f"{args.worker}.json").write_text(json.dumps(measured))
+        return
+
+    setting = QUICK if args.quick else FULL
+    rows, epochs = args.rows or setting["rows"], args.epochs or setting["epochs"]
+    peak = bf16_matmul_gflops()
+    params = non_embedding_params()
+    with tempfile.TemporaryDirectory() as tmp:
+        official = run_worker("official", rows, epochs, Path(tmp))
+        ours = run_worker("lsllama", rows, epochs, Path(tmp))
+
+    def rates(m: dict) -> dict:
+        return {
+            "train_samples_per_s": m["train_samples"] / m["train_seconds"],
+            "train_real_tokens_per_s": m["train_real_tokens"] / m["train_seconds"],
+            "eval_samples_per_s": m["eval_samples"] / m["eval_seconds"],
+            "eval_real_tokens_per_s": m["eval_real_tokens"] / m["eval_seconds"],
+        }
+
+    r_off, r_ours = rates(official), rates(ours)
+    summary = {
+        "train_speedup": r_ours["train_samples_per_s"] / r_off["train_samples_per_s"],
+        "eval_speedup": r_ours["eval_samples_per_s"] / r_off["eval_samples_per_s"],
+        "train_peak_fraction": 4 * params * r_ours["train_real_tokens_per_s"] / (peak * 1e9),
+        "eval_peak_fraction": 2 * params * r_ours["eval_real_tokens_per_s"] / (peak * 1e9),
+        "official_train_peak_fraction": 4 * params * r_off["train_real_tokens_per_s"] / (peak * 1e9),
+        "official_eval_peak_fraction": 2 * params * r_off["eval_real_tokens_per_s"] / (peak * 1e9),
+        "lsllama_accuracy": ours["accuracy"],
+        "official_accuracy": official["accuracy"],
+        "lsllama_peak_rss_mb": ours["peak_rss_mb"],
+        "official_peak_rss_mb": official["peak_rss_mb"],
+        "official_padding_fraction": 1 - official["train_real_tokens"] / official["train_computed_tokens"],
+        "bf16_matmul_gflops": peak,
+        "non_embedding_params": params,
+        "rows": rows,
+        "epochs": epochs,
+        "lsllama": {**ours, **r_ours},
+        "official": {**official, **r_off},
+        "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": date.today().isoformat(),
+    }
+    results = HERE / "results"
+    results.mkdir(exist_ok=True)
+    stem = "speed_quick" if args.quick else "speed"
+    (results / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+    (results / f"{stem}.md").write_text(markdown(summary))
+    print(markdown(summary))
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}))
+
+
+def markdown(s: dict) -> str:
+    o, l = s["official"], s["lsllama"]  # noqa: E741
+    rows = [
+        ("train samples/s", o["train_samples_per_s"], l["train_samples_per_s"], s["train_speedup"]),
+        ("train real tokens/s", o["train_real_tokens_per_s"], l["train_real_tokens_per_s"], None),
+        ("inference samples/s", o["eval_samples_per_s"], l["eval_samples_per_s"], s["eval_speedup"]),
+        ("inference real tokens/s", o["eval_real_tokens_per_s"], l["eval_real_tokens_per_s"], None),
+        ("train useful FLOP/s / bf16 peak", s["official_train_peak_fraction"], s["train_peak_fraction"], None),
+        ("inference useful FLOP/s / bf16 peak", s["official_eval_peak_fraction"], s["eval_peak_fraction"], None),
+        ("validation accuracy", s["official_accuracy"], s["lsllama_accuracy"], None),
+        ("peak RSS (MB)", s["official_peak_rss_mb"], s["lsllama_peak_rss_mb"], None),
+    ]
+    lines = [
+        f"`{s['command']}` — {s['machine']}, {s['date']}; SST-2, {s['rows']} training rows, {s['epochs']:g} epoch; "
+        f"bf16 matmul peak measured {s['bf16_matmul_gflops']:.0f} GFLOP/s; "
+        f"official recipe padding: {100 * s['official_padding_fraction']:.0f}% of computed tokens.",
+        "",
+        "| measure | official recipe | lsllama | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, a, b, ratio in rows:
+        lines.append(f"| {name} | {a:.3g} | {b:.3g} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""`lsllama export`: a trained run as a plain transformers model, with the run itself kept inside.
+
+    OUT/
+      config.json, model.safetensors  `*ForSequenceClassification` / `*ForTokenClassification` of the base
+                                      architecture: LoRA merged into the base weights, fp32, id2label / label2id,
+                                      `is_causal` (false for a bidirectional run)
+      modeling_lsllama.py             sequence task only: that class with a bias on its head (see below)
+      tokenizer.json, ...             the run's tokenizer, `model_max_length` = the run's max length
+      README.md                       model card, how to load the export, where it differs from lsllama
+      lsllama/                        the run's own files: `Classifier.load(OUT)` and `lsllama serve OUT` read these
+
+Why the run is kept: transformers' classes reproduce only what they implement (last-token pooling; a
+causal or fully bidirectional mask through `config.is_causal`). Mean / max pooling and layer-wise
+unmasking need lsllama's code. For those runs OUT has no config.json, so transformers refuses the
+folder instead of loading a model that pools differently, and lsllama loads it from lsllama/.
+
+Why modeling_lsllama.py: lsllama's head is an `nn.Linear` with a bias. transformers' token-classification
+classes have one too (`token_classification_bias`, on by default), but its sequence-classification
+classes build `score` without a bias and have no option for one. The bias cannot be folded into the
+weights exactly (the final RMSNorm leaves no constant feature to carry it), so the export adds a
+five-line subclass that puts the bias back, registered in config.json's `auto_map`: loaded with
+`trust_remote_code=True` it gives lsllama's predictions; without it transformers loads its stock
+class, lists `score.bias` as UNEXPECTED in its load report, and every logit loses its bias.
+
+Why fp32 whatever the run's precision: the merge then adds the LoRA update to the base weights
+without rounding, and a QLoRA run is merged into the unquantized base (4-bit weights cannot hold the
+update). A bf16 or quantized run therefore differs from `lsllama predict` by that rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lsllama.config import RunConfig
+from lsllama.errors import UsageError
+from lsllama.modeling.model import build_model
+from lsllama.run import (
+    CONFIG,
+    EXPORTED_RUN,
+    LABELS,
+    LOG,
+    RESULTS,
+    TOKENIZER,
+    WEIGHTS,
+    RunFolder,
+    atomic_folder,
+    atomic_write_text,
+    commit_folder,
+)
+from lsllama.serving.card import CARD, REPORT, card_body, front_matter
+
+REMOTE_CODE = "modeling_lsllama.py"
+RUN_FILES = (CONFIG, LABELS, TOKENIZER, WEIGHTS, RESULTS, LOG, REPORT)
+"""What lsllama/ keeps of the run: enough to load it and to show its card (not checkpoints or TensorBoard)."""
+
+BIASED_HEAD_CODE = '''"""Written by `lsllama export`: {stock} with a bias on its `score` head.
+
+lsllama trains its label head as nn.Linear with a bias; transformers' {stock} builds `score`
+without one. Loaded with trust_remote_code=True, this class keeps the trained bias, so predictions
+equal lsllama's. Everything else is the stock class.
+"""
+
+from torch import nn
+from transformers import {stock}
+
+
+class {name}({stock}):
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = nn.Linear(self.score.in_features, self.score.out_features, bias=True)
+'''
+
+
+@dataclass
+class Export:
+    path: Path
+    transformers_class: str | None
+    """The transformers class the export loads as; None when only lsllama can load it."""
+    trust_remote_code: bool
+    """Whether transformers needs `trust_remote_code=True` to reproduce lsllama (the biased head)."""
+    needs_lsllama: str | None
+    """Why transformers cannot reproduce the run, when it cannot."""
+
+
+def lsllama_only_reason(config: RunConfig) -> str | None:
+    """Why transformers' own classes would compute something other than the run, or None."""
+    if config.task == "sequence" and config.model.pooling != "last":
+        return (
+            f"{config.model.pooling} pooling: transformers' sequence-classification classes read the last "
+            "non-pad token only"
+        )
+    if config.model.unmask_from_layer:
+        return (
+            f"layer-wise unmasking (layers >= {config.model.unmask_from_layer} bidirectional) runs through "
+            "lsllama's registered attention function"
+        )
+    return None
+
+
+def merged_model(run: RunFolder, labels: list[str], tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The run's model as a transformers classification model: LoRA merged, lsllama's head, fp32, on CPU."""
+    config = run.config()
+    model_cfg = dataclasses.replace(config.model, precision="fp32", quantization=None, gradient_checkpointing=False)
+    model = build_model(model_cfg, config.task, len(labels), tokenizer, torch.device("cpu"))
+    model.load_weights(run.file(WEIGHTS))
+    backbone = model.backbone.merge_and_unload() if isinstance(model.backbone, PeftModel) else model.backbone
+    hf_config = copy.deepcopy(backbone.config)  # keeps is_causal, as configure_attention set it
+    hf_config.num_labels = len(labels)
+    hf_config.id2label = dict(enumerate(labels))
+    hf_config.label2id = {name: i for i, name in enumerate(labels)}
+    hf_config.pad_token_id = tokenizer.pad_token_id
+    auto = AutoModelForSequenceClassification if config.task == "sequence" else AutoModelForTokenClassification
+    try:
+        with torch.device("meta"):  # only the class and its config: every weight comes from the run below
+            hf = auto.from_config(hf_config)
+    except ValueError:
+        raise UsageError(f"cannot export: transformers has no {auto.__name__} for {type(hf_config).__name__}") from None
+    if not isinstance(getattr(hf, "score", None), nn.Linear):
+        raise UsageError(f"cannot export: {type(hf).__name__} has no linear `score` head to hold lsllama's head")
+    setattr(hf, hf.base_model_prefix, backbone)
+    hf.score = model.score
+    unfilled = [name for name, tensor in chain(hf.named_parameters(), hf.named_buffers()) if tensor.is_meta]
+    if unfilled:
+        raise UsageError(f"cannot export: {type(hf).__name__} has parts lsllama does not fill: {unfilled[:3]}")
+    return hf.eval()
+
+
+def add_biased_head(model: PreTrainedModel, folder: Path) -> None:
+    """Write the subclass that keeps the head's bias, and point config.json's auto_map at it."""
+    stock = type(model).__name__
+    name = f"Lsllama{stock}"
+    (folder / REMOTE_CODE).write_text(BIASED_HEAD_CODE.format(stock=stock, name=name))
+    model.config.auto_map = {"AutoModelForSequenceClassification": f"{Path(REMOTE_CODE).stem}.{name}"}
+
+
+def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False) -> Export:
+    """Write the export folder (see the module docstring); atomic: a failure leaves no half folder."""
+    run = RunFolder.locate(Path(run_dir))
+    run.check_complete()
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise UsageError(f"--output {output} exists: choose another folder or pass --overwrite")
+    if output.resolve() in (run.path.resolve(), *run.path.resolve().parents):
+        raise UsageError(f"--output {output} holds the run being exported: choose another folder")
+    config, labels = run.config(), run.labels()
+    reason = lsllama_only_reason(config)
+    tmp = atomic_folder(output)
+    try:
+        (tmp / EXPORTED_RUN).mkdir()
+        for name in RUN_FILES:
+            source = run.file(name)
+            if source.is_dir():
+                shutil.copytree(source, tmp / EXPORTED_RUN / name)
+            elif source.is_file():
+                shutil.copy2(source, tmp / EXPORTED_RUN / name)
+        if reason is None:
+            tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
+            model = merged_model(run, labels, tokenizer)
+            remote = config.task == "sequence"
+            if remote:
+                add_biased_head(model, tmp)
+            model.save_pretrained(tmp)
+            tokenizer.model_max_length = config.data.max_length
+            tokenizer.save_pretrained(tmp)
+            result = Export(output, type(model).__name__, remote, None)
+            usage = transformers_usage(output.name, config, model, tokenizer)
+        else:
+            result = Export(output, None, False, reason)
+            usage = lsllama_only_usage(output.name, reason)
+        library = "lsllama" if reason else "transformers"
+        card = front_matter(config, library) + "\n" + card_body(run, output.name, usage, f"{EXPORTED_RUN}/")
+        atomic_write_text(tmp / CARD, card)
+        commit_folder(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def lsllama_usage(name: str) -> list[str]:
+    return [
+        "With lsllama (reads `lsllama/`, the run itself; the base model named in its config must be available):",
+        "",
+        "```python",
+        "from lsllama import Classifier",
+        "",
+        f'clf = Classifier.load("{name}")      # or: lsllama predict / lsllama serve {name}',
+        "```",
+        "",
+    ]
+
+
+def lsllama_only_usage(name: str, reason: str) -> list[str]:
+    return [
+        "## Loading this export",
+        "",
+        f"**This export needs lsllama**: {reason}. transformers' own classes would compute something else, so this "
+        "folder has no `config.json` and transformers refuses to load it rather than giving different predictions.",
+        "",
+        *lsllama_usage(name),
+    ]
+
+
+def transformers_usage(
+    name: str, config: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> list[str]:
+    """How to load the export with transformers, and exactly where that can differ from lsllama."""
+    max_length = config.data.max_length
+    pad = f"`{tokenizer.pad_token}` (id {tokenizer.pad_token_id})"
+    if config.task == "sequence":
+        code = [
+            f'clf = pipeline("text-classification", model="{name}", trust_remote_code=True)',
+            'clf("a gorgeous, moving film", top_k=None, truncation=True)  # every label\'s probability',
+        ]
+        biases = ", ".join(
+            f"`{model.config.id2label[i]}` {value:+.4g}" for i, value in enumerate(model.score.bias.tolist())
+        )
+        notes = [
+            f"- `trust_remote_code=True` loads `{REMOTE_CODE}`: the stock class plus a bias on its `score` head. "
+            "transformers' sequence-classification classes have no head bias and no option for one; without "
+            "`trust_remote_code` transformers loads the stock class, reports `score.bias` as UNEXPECTED, and every "
+            f"logit loses its bias ({biases}), so probabilities and possibly labels differ.",
+            "- transformers pools the last token whose id is not the pad id; lsllama pools the last token of the "
+            f"attention mask. The pad token is {pad}"
+            + (
+                ", which is also the eos token: a text that contains it is pooled at the wrong position."
+                if tokenizer.pad_token_id == tokenizer.eos_token_id
+                else "; a text that contains it is pooled at the wrong position."
+            ),
+            f"- lsllama cuts texts at {max_length} tokens; pass `truncation=True` (the tokenizer's `model_max_length` "
+            f"is {max_length}) to do the same.",
+        ]
+    else:
+        code = [
+            f'ner = pipeline("token-classification", model="{name}")',
+            'ner("Peter Blackburn flew to Brussels .", ignore_labels=[])  # one tag and score per sub-token',
+        ]
+        notes = [
+            "- lsllama splits raw text into words (`lsllama.api.WORD_PATTERN`), joins them with single spaces and "
+            "reads each word's tag from its first sub-token. Give the pipeline the words joined by single spaces and "
+            "read the first sub-token of each word for the same tags and scores; `aggregation_strategy` groups by "
+            "transformers' own word boundaries, which differ where punctuation touches a word.",
+            f"- lsllama splits sentences longer than {max_length} sub-tokens into overlapping windows; the pipeline "
+            "reads at most what the model takes in one pass.",
+        ]
+    return [
+        "## Loading this export",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        *code,
+        "```",
+        "",
+        *lsllama_usage(name),
+        "The weights are fp32: the base model's weights with the LoRA update merged in (load with "
+        "`dtype=torch.bfloat16` to halve memory). Attention is "
+        + ("causal." if model.config.is_causal else "bidirectional (`is_causal: false` in config.json).")
+        + " Where transformers' predictions can differ from lsllama's:",
+        "",
+        *notes,
+        "- "
+        + (
+            "This run trained in fp32: the merge adds no rounding of its own."
+            if config.model.precision == "fp32" and not config.model.quantization
+            else f"This run trained with precision `{config.model.precision}`"
+            + (f" and {config.model.quantization} base weights" if config.model.quantization else "")
+            + ": against rounded base weights, so this fp32 merge differs from `lsllama predict` by that rounding."
+        ),
+        "",
+    ]

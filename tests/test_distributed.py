@@ -1,0 +1,92 @@
+"""Two processes (torchrun, gloo on CPU) train to the same model as one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import toy_rows, write_jsonl
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun not installed",
+)
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+# Dropout masks are drawn per process, so the equivalence is checked without LoRA dropout.
+ARGS = [
+    "--model",
+    "tiny-random",
+    "--precision",
+    "fp32",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--lr",
+    "3e-3",
+    "--lora-dropout",
+    "0",
+    "--checkpoint-every",
+    "3",
+    "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ddp")
+    write_jsonl(folder / "train.jsonl", toy_rows(40, 1))
+    write_jsonl(folder / "validation.jsonl", toy_rows(13, 2))  # not a multiple of the world size
+    return folder
+
+
+def train(data: Path, out: Path, processes: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    cli = ["-m", "lsllama.cli", "train", "--data", str(data), "--output", str(out), *ARGS]
+    if processes == 1:
+        cmd = [sys.executable, *cli]
+    else:
+        cmd = [TORCHRUN, "--nproc_per_node", str(processes), "--master_port", "0", *cli]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def single(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "run"
+    proc = train(data, out, 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def assert_same_model(a: Path, b: Path) -> None:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for name in wa:  # summation order differs between one and two processes: float tolerance only
+        torch.testing.assert_close(wa[name], wb[name], atol=2e-5, rtol=1e-4, msg=name)
+    ra, rb = json.loads((a / "results.json").read_text()), json.loads((b / "results.json").read_text())
+    assert ra["validation"]["accuracy"] == rb["validation"]["accuracy"]
+    assert ra["validation"]["n"] == rb["validation"]["n"] == 13  # every validation row counted once
+
+
+def test_two_processes_match_one_process(data, single, tmp_path):
+    out = tmp_path / "run"
+    proc = train(data, out, 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_model(single, out)
+
+
+def test_two_processes_resume_after_a_crash_mid_checkpoint(data, single, tmp_path):
+    out = tmp_path / "run"
+    crashed = train(data, out, 2, env={"LSLLAMA_FAILPOINT": "checkpoint-write-6"})
+    assert crashed.returncode != 0
+    assert (out / "checkpoints").is_dir() and not (out / "results.json").exists()
+    resumed = train(data, out, 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_model(single, out)
