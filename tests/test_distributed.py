@@ -53,7 +53,7 @@ def train(data: Path, out: Path, processes: int, env: dict | None = None) -> sub
     if processes == 1:
         cmd = [sys.executable, *cli]
     else:
-        cmd = [TORCHRUN, "--nproc_per_node", str(processes), "--master_port", "0", *cli]
+        cmd = [TORCHRUN, "--standalone", "--nproc_per_node", str(processes), *cli]
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 

@@ -274,11 +274,11 @@ def export(
     output: Annotated[Path, Opt("--output", "-o", help="Folder to write (a transformers model + the run).")],
     overwrite: Annotated[bool, Opt(help="Replace OUTPUT if it exists.")] = False,
 ) -> None:
-    """Merge LoRA into the base model and save a transformers model that `transformers.pipeline` loads.
+    """Save RUN as a transformers model (LoRA merged) that `transformers.pipeline` loads; prints one JSON object.
 
-    OUTPUT/README.md says how to load it and where transformers can differ from lsllama; runs that need
-    lsllama's code (mean / max pooling, --unmask-from-layer) are exported for lsllama only. Prints one
-    JSON object: the output folder, the transformers class, and whether trust_remote_code is needed."""
+    OUTPUT/README.md says how to load it and where transformers can differ from lsllama.
+
+    Runs that need lsllama's code (mean / max pooling, --unmask-from-layer) are exported for lsllama only."""
     from lsllama.serving.export import export_run
 
     result = export_run(run, output, overwrite=overwrite)

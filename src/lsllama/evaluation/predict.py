@@ -30,11 +30,19 @@ def item_logits(
     """Item index -> logits: (labels,) for a text, (words predicted here, labels) for a window."""
     was_training = model.training
     model.eval()
-    batches = eval_batches([len(it.input_ids) for it in items], batch_size, max_tokens)[rank::world_size]
+    all_batches = eval_batches([len(it.input_ids) for it in items], batch_size, max_tokens)
+    batches = all_batches[rank::world_size]
+    # Wrapped models (DDP buffer sync, FSDP all-gathers) need the same number of forward calls on
+    # every rank: a rank with fewer batches repeats one and discards the result.
+    padding = -(-len(all_batches) // world_size) - len(batches)
     results: dict[int, np.ndarray] = {}
-    for batch in tqdm(batches, desc="predict", disable=not progress, leave=False):
+    for number, batch in enumerate(
+        tqdm(batches + all_batches[:padding], desc="predict", disable=not progress, leave=False)
+    ):
         enc = collate([items[i].input_ids for i in batch], pad_id)
         logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu()
+        if number >= len(batches):
+            continue
         for row, index in enumerate(batch):
             item = items[index]
             if item.word_positions or logits.dim() == 3:

@@ -52,9 +52,12 @@ class LabelSupervisedModel(nn.Module):
         self.pooling = pooling
         self.compute_dtype = compute_dtype
         hidden_size = text_config(backbone.config).hidden_size
-        self.score = nn.Linear(hidden_size, num_labels, dtype=torch.float32)
+        # No bias on the sequence head, as in transformers' *ForSequenceClassification (and the official
+        # code), so exports load in plain transformers; its token-classification classes keep one.
+        self.score = nn.Linear(hidden_size, num_labels, bias=task == "token", dtype=torch.float32)
         nn.init.normal_(self.score.weight, std=0.02)
-        nn.init.zeros_(self.score.bias)
+        if self.score.bias is not None:
+            nn.init.zeros_(self.score.bias)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.compute_dtype == torch.float32:

@@ -105,13 +105,22 @@ def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "
     labels = run.labels()
     results = run.results() if run.finished else {}
     model, data, train = config.model, config.data, config.train
-    task_text = "one label per text" if config.task == "sequence" else "one tag per word (token classification)"
+    base = base_model_text(model.name)
+    if config.task == "sequence":
+        summary = (
+            f"A text classifier (one label per text): the final hidden states of {base} are pooled "
+            f"({model.pooling}) and go through a linear head over {len(labels)} labels."
+        )
+    else:
+        summary = (
+            f"A token classifier (one tag per word): the final hidden state of each word's first sub-token in "
+            f"{base} goes through a linear head over {len(labels)} tags."
+        )
     lines = [
         f"# {title}",
         "",
-        f"A {config.task}-task classifier ({task_text}) trained with lsllama: label-supervised finetuning "
-        f"(LS-LLaMA, Li et al. 2023). The final hidden states of {base_model_text(model.name)} go through a linear "
-        f"head over {len(labels)} labels; the decoder is adapted with LoRA. No prompt, no label words.",
+        f"{summary} Trained with lsllama: label-supervised finetuning (LS-LLaMA, Li et al. 2023), the decoder "
+        "adapted with LoRA; no prompt, no label words.",
         "",
         *usage,
         "## Model",
@@ -198,8 +207,8 @@ def write_model_card(run_dir: str | Path) -> Path:
         "",
         "```bash",
         f"lsllama predict {name} --input texts.txt --output predictions.jsonl",
-        f"lsllama serve {name} --port 8000             # HTTP: POST /predict, docs at /docs",
-        f"lsllama export {name} --output {name}-hf     # a transformers model (see its README)",
+        f"lsllama serve {name} --port 8000  # HTTP: POST /predict, docs at /docs",
+        f"lsllama export {name} --output {name}-hf  # a transformers model (see its README)",
         "```",
         "",
         "```python",

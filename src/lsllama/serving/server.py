@@ -8,8 +8,8 @@ request its own rows. One thread owns the model, so model calls never overlap. P
 depend on which requests share a batch (lsllama pads per length group and pools from the attention
 mask), beyond float rounding.
 
-Limits keep one client from starving the rest: the body size is checked before it is read (413), the
-number of texts and their length by the request schema (422).
+Limits keep one client from starving the rest: the body size is checked from Content-Length, or while
+a streamed body comes in (413); the number of texts and their length by the request schema (422).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at runtime, and
@@ -35,7 +35,7 @@ from lsllama.errors import DataError, UsageError
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Batching and limits. `max_batch_size=1, max_wait_ms=0` turns batching off."""
+    """Batching and limits. `max_batch_size=1` turns batching off (every request runs alone)."""
 
     max_batch_size: int = 32
     """Most texts in one model call (a single larger request still runs whole, in chunks of this size)."""
@@ -118,7 +118,7 @@ class Batcher:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="lsllama-model")
     )
-    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "texts": 0, "batches": 0, "largest": 0})
+    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "texts": 0, "batches": 0, "largest_batch": 0})
 
     async def submit(self, texts: list[str], pairs: list[str] | None) -> list[dict]:
         job = Job(texts, pairs, asyncio.get_running_loop().create_future())
@@ -176,7 +176,7 @@ class Batcher:
         self.stats["batches"] += 1
         self.stats["requests"] += len(jobs)
         self.stats["texts"] += len(texts)
-        self.stats["largest"] = max(self.stats["largest"], len(texts))
+        self.stats["largest_batch"] = max(self.stats["largest_batch"], len(texts))
         start = 0
         for job in jobs:
             if not job.future.done():
@@ -252,7 +252,7 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
     class PredictResponse(BaseModel):
         """One prediction per input text, in input order (a list even for one text)."""
 
-        predictions: list[Prediction]  # type: ignore[valid-type]
+        predictions: list[Prediction]
 
     def run_model(texts: list[str], pairs: list[str] | None) -> list[dict]:
         return predict_records(classifier, texts, pairs, settings.max_batch_size)
@@ -291,7 +291,7 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         pairs = [body.pairs] if isinstance(body.pairs, str) else body.pairs
         if wants_pairs != (pairs is not None):
             raise HTTPException(
-                422, "this run was trained on text pairs: send `pairs`" if wants_pairs else "no `pairs`"
+                422, "this run was trained on text pairs: send `pairs`" if wants_pairs else "this run takes no `pairs`"
             )
         if pairs is not None and len(pairs) != len(texts):
             raise HTTPException(422, f"{len(texts)} inputs but {len(pairs)} pairs")

@@ -76,7 +76,8 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
         raise UsageError(f"--output {run.path}: exists and is not a folder")
     if resume and not list_checkpoints(run):
         raise UsageError(f"--resume: {run.path} has no checkpoint to resume from")
-    accelerator = Accelerator()
+    # cpu=True lets accelerate pick gloo under torchrun on a machine without GPUs (else it stays single-process).
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
 
@@ -261,7 +262,13 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
         best_eval = [e for e in _read_log(run) if e.get("event") == "eval" and e["step"] == state.best_step]
         results["validation"] = best_eval[-1] if best_eval else None
     if main:
+        from lsllama.evaluation.report import plot_learning_curves
+        from lsllama.serving.card import write_model_card
+
+        (run.file("report")).mkdir(exist_ok=True)
+        plot_learning_curves(run.file(LOG), run.file("report") / "learning_curves.png", metric)
         atomic_write_text(run.file(RESULTS), json.dumps(results, indent=2))
+        write_model_card(run.path)
         if writer:
             writer.close()
     accelerator.wait_for_everyone()
