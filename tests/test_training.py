@@ -70,3 +70,11 @@ def test_best_checkpoint_is_selected_on_validation(trained):
     assert len(evals) == 4
     assert results["validation"]["accuracy"] == max(e["accuracy"] for e in evals)
     assert results["validation"]["accuracy"] >= 0.9
+
+
+def test_merged_inference_model_predicts_like_the_adapter_model(trained):
+    _, out = trained
+    texts = ["a wonderful story", "terrible people and time"]
+    merged, adapters = Classifier.load(out), Classifier.load(out, merge=False)
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
+    np.testing.assert_allclose(merged.predict_proba(texts), adapters.predict_proba(texts), atol=1e-5)

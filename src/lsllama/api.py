@@ -74,7 +74,9 @@ class Classifier:
         return cls.load(output)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device | None = None) -> Classifier:
+    def load(cls, run_dir: str | Path, device: str | torch.device | None = None, merge: bool = True) -> Classifier:
+        """A run for inference. `merge` folds LoRA into the frozen weights: no per-layer adapter overhead,
+        at the cost of one rounding of the merged weights when they are bf16."""
         run = RunFolder.locate(Path(run_dir))
         run.check_complete()
         config = run.config()
@@ -84,6 +86,8 @@ class Classifier:
         torch.manual_seed(config.train.seed)
         model = build_model(config.model, config.task, len(config.data.labels), tokenizer, device)
         model.load_weights(run.file(WEIGHTS))
+        if merge:
+            model.merge_adapters()
         return cls(model, tokenizer, config, device)
 
     # ---- sequence task ----

@@ -11,7 +11,7 @@ import contextlib
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -72,6 +72,15 @@ class LabelSupervisedModel(nn.Module):
         features = pool(hidden, attention_mask, self.pooling) if self.task == "sequence" else hidden
         # The head runs in fp32, outside autocast: cheap, and keeps logits and its gradients exact.
         return self.score(features.float())
+
+    def merge_adapters(self) -> None:
+        """Fold LoRA into the backbone's weights for inference (quantized weights cannot hold the update)."""
+        if (
+            isinstance(self.backbone, PeftModel)
+            and not getattr(self.backbone, "is_loaded_in_4bit", False)
+            and not (getattr(self.backbone, "is_loaded_in_8bit", False))
+        ):
+            self.backbone = self.backbone.merge_and_unload()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().contiguous() for n, p in self.named_parameters() if p.requires_grad}
