@@ -56,14 +56,30 @@ def run_variant(name: str, train_rows: int, cache: Path) -> dict:
     }
 
 
+def validation_curve(out: Path) -> list[float]:
+    """Validation span F1 at each evaluation (every epoch), read from the run's log; works mid-run too."""
+    log = out / "metrics.jsonl"
+    if not log.is_file():
+        return []
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [e["f1"] for e in events if e.get("event") == "eval"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["bidirectional", "causal"], choices=list(VARIANTS))
     parser.add_argument("--train-rows", type=int, default=2000)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: report finished runs and the curves of unfinished ones",
+    )
     args = parser.parse_args()
     cache = HERE / "cache" / "ner"
-    rows = [run_variant(name, args.train_rows, cache) for name in args.variants]
-    command = "python benchmarks/ner.py --variants " + " ".join(args.variants)
+    finished = [n for n in args.variants if (cache / f"{n}-{args.train_rows}" / "results.json").is_file()]
+    rows = [run_variant(name, args.train_rows, cache) for name in (finished if args.report_only else args.variants)]
+    curves = {name: validation_curve(cache / f"{name}-{args.train_rows}") for name in args.variants}
+    command = "python benchmarks/ner.py --variants " + " ".join(args.variants) + (" --report-only" * args.report_only)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     lines = [
         f"`{command}` — {machine}, {date.today().isoformat()}; SmolLM2-135M-Instruct, CoNLL-2003, "
@@ -77,6 +93,10 @@ def main() -> None:
         types = " / ".join(f"{per.get(t, 0):.3f}" for t in ("PER", "ORG", "LOC", "MISC"))
         seconds = "n/a" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
         lines.append(f"| {r['variant']} | {r['validation_f1']:.3f} | {r['test_f1']:.3f} | {types} | {seconds} |")
+    lines += ["", "Validation span F1 after each epoch (from each run's metrics.jsonl):", ""]
+    for name, curve in curves.items():
+        status = "" if name in finished or not args.report_only else " (run unfinished)"
+        lines.append(f"- {name}{status}: " + (" / ".join(f"{f:.3f}" for f in curve) or "no evaluation yet"))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "ner.md").write_text("\n".join(lines) + "\n")
     (HERE / "results" / "ner.json").write_text(

@@ -109,3 +109,12 @@ def test_real_process_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "train.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_texts_containing_unicode_line_separators_are_read_whole(tmp_path):
+    from lsllama.data.readers import read_rows
+
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a\u0085b\u2028c", "label": "x"}, {"text": "d", "label": "y"}])
+    rows = read_rows(path)
+    assert [r.values["text"] for r in rows] == ["a\u0085b\u2028c", "d"]
+    assert [r.line for r in rows] == [1, 2]

@@ -65,23 +65,25 @@ def test_last_token_export_gives_lsllama_predictions_in_a_transformers_pipeline(
     clf = Classifier.load(last_run, device="cpu")
     expected = clf.predict_proba(TEXTS)
     for batch_size in (1, 4):  # 4: padded batches, pooled by transformers' own pad-id rule
-        pipe = pipeline("text-classification", model=str(out), device="cpu")
+        pipe = pipeline("text-classification", model=str(out), trust_remote_code=True, device="cpu")
         got = pipe(TEXTS, top_k=None, truncation=True, batch_size=batch_size)
         np.testing.assert_allclose(pipeline_probs(got, clf.labels.names), expected, atol=1e-4)
         assert [row[0]["label"] for row in got] == clf.predict(TEXTS)
     np.testing.assert_array_equal(Classifier.load(out, device="cpu").predict_proba(TEXTS), expected)
 
 
-def test_sequence_export_is_the_stock_transformers_class_without_remote_code(last_run, tmp_path):
+def test_without_remote_code_the_stock_class_loses_exactly_the_head_bias(last_run, tmp_path):
     out = export_run(last_run, tmp_path / "export").path
     readme = (out / "README.md").read_text()
-    assert "trust_remote_code=True" not in readme and "`<|im_end|>` (id 2)" in readme
-    assert not list(out.glob("*.py"))
+    assert "trust_remote_code=True" in readme and "UNEXPECTED" in readme and "`<|im_end|>` (id 2)" in readme
     stock = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert stock.score.bias is None
     clf = Classifier.load(last_run, device="cpu")
+    bias = clf.model.score.bias.detach().numpy()
     with torch.no_grad():
         logits = np.stack([stock(**clf.tokenizer(text, return_tensors="pt")).logits[0].numpy() for text in TEXTS])
-    np.testing.assert_allclose(softmax(logits), clf.predict_proba(TEXTS), atol=1e-4)
+    expected = clf.predict_proba(TEXTS)
+    np.testing.assert_allclose(softmax(logits + bias), expected, atol=1e-4)
 
 
 def test_bidirectional_token_export_gives_lsllama_tags_and_scores(ner_run, tmp_path):
@@ -133,7 +135,7 @@ def test_export_command(last_run, tmp_path):
     result = runner.invoke(cli, ["export", str(last_run), "--output", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)  # stdout is the JSON alone (progress bars go to stderr)
-    assert summary["transformers_class"] == "LlamaForSequenceClassification"
+    assert summary["transformers_class"] == "LlamaForSequenceClassification" and summary["trust_remote_code"]
     again = runner.invoke(cli, ["export", str(last_run), "--output", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
     assert runner.invoke(cli, ["export", str(last_run), "--output", str(out), "--overwrite"]).exit_code == 0

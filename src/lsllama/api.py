@@ -3,7 +3,7 @@
 from lsllama import Classifier, build_config
 clf = Classifier.train(build_config(overrides={"data": {"data": "sst2"}}), "runs/sst2")
 clf = Classifier.load("runs/sst2")
-clf.predict(["a gorgeous film"])          # -> ["positive"]
+clf.predict(["a gorgeous film"])          # -> ["positive"]  (multi-label: [["positive", ...]]; regression: [4.2])
 clf.predict_proba(["a gorgeous film"])    # -> array of shape (1, 2)
 """
 
@@ -25,6 +25,7 @@ from lsllama.errors import DataError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score, softmax
 from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
+from lsllama.modeling.problems import sigmoid
 from lsllama.run import TOKENIZER, WEIGHTS, RunFolder
 from lsllama.training.loop import train as train_run
 
@@ -59,12 +60,17 @@ class Classifier:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
-        self.labels = LabelSet(config.data.labels or [])
+        self.labels = LabelSet(config.data.labels or [], config.data.problem)
         self.device = device
 
     @property
     def task(self) -> str:
         return self.config.task
+
+    @property
+    def problem(self) -> str:
+        """`single_label`, `multi_label` or `regression` (sequence task; the token task is single-label)."""
+        return self.config.data.problem
 
     @classmethod
     def train(
@@ -84,7 +90,7 @@ class Classifier:
         device = torch.device(device) if device is not None else default_device()
         tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
         torch.manual_seed(config.train.seed)
-        model = build_model(config.model, config.task, len(config.data.labels), tokenizer, device)
+        model = build_model(config.model, config.task, len(config.data.labels), tokenizer, device, config.data.problem)
         model.load_weights(run.file(WEIGHTS))
         if merge:
             model.merge_adapters()
@@ -100,14 +106,47 @@ class Classifier:
         return examples
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
-        """Probability of every label, shape (texts, labels), in `self.labels.names` order."""
+        """Probability of every label, shape (texts, labels), in `self.labels.names` order: a softmax over
+        the labels, or (multi-label) each label's own sigmoid."""
         self._require("sequence")
-        examples = self._text_examples(list(texts), pairs)
-        return softmax(np.asarray(self._logits(examples, batch_size)))
+        if self.problem == "regression":
+            raise UsageError("a regression run predicts values, not probabilities: use predict")
+        outputs = np.asarray(self._logits(self._text_examples(list(texts), pairs), batch_size))
+        return sigmoid(outputs) if self.problem == "multi_label" else softmax(outputs)
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[str]:
+    def predict(
+        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64
+    ) -> list[str] | list[list[str]] | list[float]:
+        """One label per text; multi-label: the labels whose probability reaches their tuned threshold;
+        regression: the predicted value."""
+        key = {"single_label": "label", "multi_label": "labels", "regression": "value"}[self.problem]
+        return [record[key] for record in self.records(texts, pairs, batch_size)]
+
+    def records(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
+        """The JSON records `lsllama predict` and `lsllama serve` answer with, one per text."""
+        self._require("sequence")
+        names = self.labels.names
+        if self.problem == "regression":
+            values = np.asarray(self._logits(self._text_examples(list(texts), pairs), batch_size))[:, 0]
+            return [{"text": text, "value": float(v)} for text, v in zip(texts, values, strict=True)]
         probs = self.predict_proba(texts, pairs, batch_size)
-        return [self.labels.names[i] for i in probs.argmax(axis=-1)]
+        records = []
+        for text, p in zip(texts, probs, strict=True):
+            record: dict[str, Any] = {"text": text}
+            if self.problem == "multi_label":
+                chosen = p >= self.thresholds
+                record["labels"] = [name for name, keep in zip(names, chosen, strict=True) if keep]
+            else:
+                best = int(p.argmax())
+                record.update(label=names[best], score=float(p[best]))
+            record["probabilities"] = dict(zip(names, map(float, p), strict=True))
+            records.append(record)
+        return records
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Multi-label: each label's decision threshold, tuned on validation when the model was kept."""
+        return self.model.thresholds.detach().cpu().numpy()
 
     # ---- token task ----
     def predict_tags(self, sentences: list[list[str]], batch_size: int = 64) -> list[list[str]]:
@@ -171,8 +210,12 @@ class Classifier:
         logits = predict_logits(
             self.model, self.task, examples, items, self.tokenizer.pad_token_id, batch_size, self.device, progress=True
         )
-        metrics = score(self.task, examples, logits, self.labels)
-        metrics["windowed_sentences" if self.task == "token" else "truncated_texts"] = altered
+        thresholds = self.thresholds if self.problem == "multi_label" else None
+        metrics = score(self.task, examples, logits, self.labels, thresholds)
+        if self.task == "token":
+            metrics["windowed_sentences"] = altered
+        else:  # texts longer than --max-length: cut, or read in windows (long_text says which)
+            metrics["truncated_texts"], metrics["long_text"] = altered, cfg.long_text
         return metrics
 
     def _logits(self, examples: list[Example], batch_size: int) -> np.ndarray | list[np.ndarray]:

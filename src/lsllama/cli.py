@@ -63,6 +63,9 @@ def train(
     ] = None,
     model: Annotated[str | None, Opt(help="smollm2-135m (default), tiny-random, a hub id or a local folder.")] = None,
     task: Annotated[str | None, Opt(help="sequence or token (default: inferred from the data).")] = None,
+    problem: Annotated[
+        str | None, Opt(help="Sequence task: single_label (default), multi_label (a list of labels) or regression.")
+    ] = None,
     preset: Annotated[str, Opt(help="default, or paper (the official LS-LLaMA hyperparameters).")] = "default",
     config: Annotated[Path | None, Opt(help="YAML file with model/data/train sections.")] = None,
     pooling: Annotated[str | None, Opt(help="last, mean or max (sequence task).")] = None,
@@ -75,7 +78,11 @@ def train(
     batch_size: Annotated[int | None, Opt(help="Examples per optimizer step (global).")] = None,
     max_tokens: Annotated[int | None, Opt(help="Build batches to this padded-token budget instead.")] = None,
     gradient_accumulation: Annotated[int | None, Opt()] = None,
-    max_length: Annotated[int | None, Opt(help="Maximum tokens per text / window.")] = None,
+    max_length: Annotated[int | None, Opt(help="Maximum tokens per text / window (up to the model's context).")] = None,
+    long_text: Annotated[
+        str | None, Opt(help="Texts over --max-length: head (default), tail, head_tail or windows (averaged).")
+    ] = None,
+    window_stride: Annotated[int | None, Opt(help="How far consecutive windows move (default: half a window).")] = None,
     max_train_samples: Annotated[int | None, Opt(help="Train on a fixed, seeded sample of this many rows.")] = None,
     max_eval_samples: Annotated[int | None, Opt()] = None,
     seed: Annotated[int | None, Opt()] = None,
@@ -133,6 +140,9 @@ def train(
             "text_column": text_column,
             "text_pair_column": text_pair_column,
             "label_column": label_column,
+            "problem": problem,
+            "long_text": long_text,
+            "window_stride": window_stride,
             "tokens_column": tokens_column,
             "tags_column": tags_column,
             "max_length": max_length,
@@ -207,7 +217,8 @@ def predict(
     batch_size: Annotated[int, Opt()] = 64,
     format: Annotated[str, Opt(help="jsonl, or conll (token task: word and tag columns).")] = "jsonl",
 ) -> None:
-    """Predict labels (sequence task) or entities (token task) for every input text."""
+    """Predict labels (sequence task: a label, a set of labels or a value) or entities (token task) for every
+    input text."""
     from lsllama.api import Classifier
     from lsllama.data.readers import read_rows
     from lsllama.run import atomic_write_text
@@ -230,19 +241,7 @@ def predict(
             else None
         )
         _check_texts(texts, input, rows)
-        probs = clf.predict_proba(texts, pairs, batch_size)
-        for text, p in zip(texts, probs, strict=True):
-            best = int(p.argmax())
-            lines.append(
-                json.dumps(
-                    {
-                        "text": text,
-                        "label": clf.labels.names[best],
-                        "score": float(p[best]),
-                        "probabilities": dict(zip(clf.labels.names, map(float, p), strict=True)),
-                    }
-                )
-            )
+        lines += [json.dumps(record) for record in clf.records(texts, pairs, batch_size)]
     else:
         inputs: list[str | list[str]] = []
         for r in rows:

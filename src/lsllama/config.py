@@ -17,9 +17,23 @@ import yaml
 from lsllama.errors import UsageError
 
 TASKS = ("sequence", "token")
+PROBLEMS = ("single_label", "multi_label", "regression")
+LONG_TEXT = ("head", "tail", "head_tail", "windows")
 POOLINGS = ("last", "mean", "max")
 PRECISIONS = ("auto", "fp32", "bf16")
-METRICS = {"sequence": ("accuracy", "macro_f1"), "token": ("f1", "precision", "recall", "token_accuracy")}
+# Validation metrics that may select the kept model, per (task, problem); the first is the default.
+METRICS = {
+    ("sequence", "single_label"): ("accuracy", "macro_f1"),
+    ("sequence", "multi_label"): ("micro_f1", "macro_f1", "subset_accuracy"),
+    ("sequence", "regression"): ("pearson", "spearman", "mse"),
+    ("token", "single_label"): ("f1", "precision", "recall", "token_accuracy"),
+}
+LOWER_IS_BETTER = frozenset({"mse"})
+
+
+def metric_names(task: str, problem: str = "single_label") -> tuple[str, ...]:
+    """The metrics `--metric-for-best` accepts for a task and problem type (first: the default)."""
+    return METRICS[(task, problem)]
 
 
 @dataclass
@@ -59,17 +73,28 @@ class DataConfig:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    problem: str = "single_label"
+    """Sequence task: what the label column holds. `single_label` (one label name or id: softmax +
+    cross-entropy), `multi_label` (a list of label names, or names joined by `|`: sigmoid + binary
+    cross-entropy, per-label thresholds tuned on validation) or `regression` (a number: mean squared
+    error on targets standardised with the training split's mean and std)."""
     tokens_column: str = "tokens"
     tags_column: str = "tags"
     labels: list[str] | None = None
     """The label set, in id order. None: labels.txt beside the data, else sorted from train."""
     max_length: int = 128
+    """Most tokens per model input (special tokens included); at most the model's context length."""
+    long_text: str = "head"
+    """Sequence task, texts longer than `max_length`: keep the `head`, the `tail`, `head_tail` (the first
+    quarter and the last three quarters of the budget), or read them in `windows` (overlapping, moved
+    by `window_stride`) whose pooled vectors are averaged before the head."""
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     label_all_subtokens: bool = False
     """Token task: label every sub-token of a word (default: only the first)."""
     window_stride: int | None = None
-    """Token task: how far consecutive windows of a long sentence move (default: half the window)."""
+    """How far consecutive windows move (token task: of a long sentence; sequence task with
+    `long_text: windows`: of a long text), in tokens. Default: half the window."""
 
 
 @dataclass
@@ -90,7 +115,8 @@ class TrainConfig:
     eval_every: int = 0
     """Evaluate every N optimizer steps; 0: at the end of every epoch."""
     metric_for_best: str | None = None
-    """Validation metric that selects the kept model (default: accuracy, or f1 for the token task)."""
+    """Validation metric that selects the kept model. Default: accuracy (single-label), micro_f1
+    (multi-label), pearson (regression), f1 (token task); `mse` is the one where lower is better."""
     early_stopping_patience: int | None = None
     eval_batch_size: int = 64
     checkpoint_every: int = 0
@@ -122,13 +148,27 @@ class RunConfig:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
         if cfg.model.quantization not in (None, "4bit", "8bit"):
             raise UsageError(f"quantization must be 4bit or 8bit, got {cfg.model.quantization!r}")
+        if cfg.data.problem not in PROBLEMS:
+            raise UsageError(f"--problem must be one of {', '.join(PROBLEMS)}, got {cfg.data.problem!r}")
+        if cfg.data.long_text not in LONG_TEXT:
+            raise UsageError(f"--long-text must be one of {', '.join(LONG_TEXT)}, got {cfg.data.long_text!r}")
+        if cfg.task == "token" and cfg.data.problem != "single_label":
+            raise UsageError(f"--problem {cfg.data.problem} is for the sequence task (the token task tags words)")
+        if cfg.task == "token" and cfg.data.long_text != "head":
+            raise UsageError("--long-text is for the sequence task (the token task reads long sentences in windows)")
+        if cfg.data.long_text == "windows" and cfg.data.text_pair_column:
+            raise UsageError("--long-text windows reads single texts; text pairs need head, tail or head_tail")
+        if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
+            raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
         if cfg.model.bidirectional is None:
             cfg.model.bidirectional = cfg.task == "token"
+        allowed = metric_names(cfg.task, cfg.data.problem)
         if cfg.train.metric_for_best is None:
-            cfg.train.metric_for_best = "f1" if cfg.task == "token" else "accuracy"
-        if cfg.train.metric_for_best not in METRICS[cfg.task]:
+            cfg.train.metric_for_best = allowed[0]
+        if cfg.train.metric_for_best not in allowed:
+            problem = "" if cfg.task == "token" else f" ({cfg.data.problem})"
             raise UsageError(
-                f"--metric-for-best must be one of {', '.join(METRICS[cfg.task])} for the {cfg.task} task, "
+                f"--metric-for-best must be one of {', '.join(allowed)} for the {cfg.task} task{problem}, "
                 f"got {cfg.train.metric_for_best!r}"
             )
         if cfg.model.unmask_from_layer is not None and cfg.model.unmask_from_layer < 0:

@@ -10,8 +10,12 @@ what lets a resumed run continue at the exact batch where it stopped, on any num
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from lsllama.data.encoding import Item
 
 PAD_MULTIPLE = 8
 POOL_BATCHES = 64  # sort within pools of this many batches: grouped lengths, still a random order
@@ -65,6 +69,17 @@ def eval_batches(lengths: list[int], batch_size: int, max_tokens: int | None = N
 def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
     """This process's share of a global batch; every process sees the same global batch plan."""
     return batch[rank::world_size]
+
+
+def collate_items(items: list[Item], pad_id: int, with_token_labels: bool = False) -> dict[str, torch.Tensor]:
+    """A batch of items: one row per window, and `groups` (row -> item) when
+    some item is a long text read in windows, for the model to average its windows' pooled vectors."""
+    rows = [row for item in items for row in item.rows()]
+    labels = [item.token_labels or [] for item in items] if with_token_labels else None
+    batch = collate(rows, pad_id, labels)
+    if len(rows) > len(items):
+        batch["groups"] = torch.tensor([i for i, item in enumerate(items) for _ in item.rows()], dtype=torch.long)
+    return batch
 
 
 def collate(sequences: list[list[int]], pad_id: int, labels: list[list[int]] | None = None) -> dict[str, torch.Tensor]:

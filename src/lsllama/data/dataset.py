@@ -7,6 +7,7 @@ example remembers its file and line so that a bad label or an empty text is repo
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -26,15 +27,22 @@ SPLIT_ALIASES = {
 SAMPLE_SEED = 0  # fixed, so that every training seed sees the same sample of a large split
 
 
+MULTI_LABEL_SEPARATOR = "|"
+"""Multi-label values in CSV / TSV cells (which cannot hold lists): label names joined by this."""
+
+
 @dataclass
 class Example:
-    """One sequence-task text (`text`, optional `text_pair`) or one token-task sentence (`words`)."""
+    """One sequence-task text (`text`, optional `text_pair`) or one token-task sentence (`words`).
+
+    `label` is a label id (single-label), a sorted list of label ids (multi-label) or a number
+    (regression)."""
 
     source: str
     text: str | None = None
     text_pair: str | None = None
     words: list[str] | None = None
-    label: int | None = None
+    label: int | list[int] | float | None = None
     tags: list[int] | None = None
 
 
@@ -135,14 +143,18 @@ def sample(items: list, limit: int | None) -> list:
 
 
 class LabelSet:
-    """Label names in id order, and the one place that turns a raw label value into an id."""
+    """Label names in id order (one output of the head each), and the one place that turns a raw label
+    value into the example's target. A regression run has one "label": the name of what it predicts."""
 
-    def __init__(self, names: list[str]):
+    def __init__(self, names: list[str], problem: str = "single_label"):
         if len(set(names)) != len(names):
             raise UsageError(f"duplicate label names in {names}")
-        if len(names) < 2:
+        if problem == "regression" and len(names) != 1:
+            raise UsageError(f"a regression run predicts one value, got labels {names}")
+        if problem != "regression" and len(names) < 2:
             raise UsageError(f"need at least two labels, got {names}")
         self.names = list(names)
+        self.problem = problem
         self.index = {name: i for i, name in enumerate(names)}
 
     def __len__(self) -> int:
@@ -157,7 +169,38 @@ class LabelSet:
             number = int(value)
             if 0 <= number < len(self.names):
                 return number
-        raise DataError(f"unknown label {value!r} (known: {', '.join(self.names)})", *_split_source(source))
+        hint = " (a list of labels: pass --problem multi_label)" if isinstance(value, list) else ""
+        raise DataError(f"unknown label {value!r} (known: {', '.join(self.names)}){hint}", *_split_source(source))
+
+    def target(self, value: Any, source: str) -> int | list[int] | float:
+        """A raw label value as this problem's target: an id, a sorted list of ids, or a number."""
+        if self.problem == "regression":
+            return _number(value, source)
+        if self.problem == "multi_label":
+            return sorted({self.id(v, source) for v in multi_label_values(value, source)})
+        return self.id(value, source)
+
+
+def multi_label_values(value: Any, source: str) -> list[Any]:
+    """A multi-label cell: a list, or names joined by `|` (an empty string: no label applies)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(MULTI_LABEL_SEPARATOR) if v.strip()]
+    raise DataError(
+        f"a multi-label value must be a list of labels (or labels joined by {MULTI_LABEL_SEPARATOR!r}), got {value!r}",
+        *_split_source(source),
+    )
+
+
+def _number(value: Any, source: str) -> float:
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number):
+        raise DataError(f"regression target must be a finite number, got {value!r}", *_split_source(source))
+    return number
 
 
 def _split_source(source: str) -> tuple[str, int | None]:
@@ -191,7 +234,7 @@ def sequence_examples(rows: list[Row], where: Path | str, cfg: DataConfig, label
         if cfg.text_pair_column:
             example.text_pair = _text(row, cfg.text_pair_column, where)
         if labels is not None:
-            example.label = labels.id(_column(row, cfg.label_column, where), source)
+            example.label = labels.target(_column(row, cfg.label_column, where), source)
         examples.append(example)
     return examples
 
@@ -262,18 +305,38 @@ def load_split(cfg: DataConfig, split: str, task: str, labels: LabelSet | None, 
 
 
 def resolve_labels(cfg: DataConfig, task: str) -> LabelSet:
-    """Label set: the config's list, else labels.txt / the hub's names, else sorted from train."""
+    """Label set: the config's list, else labels.txt / the hub's names, else sorted from train.
+    Regression: the one output, named after the label column."""
+    if cfg.problem == "regression":
+        return LabelSet(list(cfg.labels or [cfg.label_column]), cfg.problem)
     if cfg.labels:
         names = list(cfg.labels)
         if task == "token":
             names = token_label_names(names, [], cfg, "config")
-        return LabelSet(names)
+        return LabelSet(names, cfg.problem)
     rows, where, declared = load_raw_split(cfg, "train", task)
     if task == "token":
         return LabelSet(token_label_names(declared, rows, cfg, where))
     if declared:
-        return LabelSet(declared)
-    values = {_column(row, cfg.label_column, where) for row in rows}
+        return LabelSet(declared, cfg.problem)
+    if cfg.problem == "multi_label":
+        found = {
+            str(v)
+            for row in rows
+            for v in multi_label_values(_column(row, cfg.label_column, where), f"{where}:{row.line}")
+        }
+        return LabelSet(sorted(found), cfg.problem)
+    values = set()
+    for row in rows:
+        value = _column(row, cfg.label_column, where)
+        if isinstance(value, (list, dict)):
+            raise DataError(
+                f"label {value!r} is not a single label"
+                + (" (a list of labels: pass --problem multi_label)" if isinstance(value, list) else ""),
+                where,
+                row.line,
+            )
+        values.add(value)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return LabelSet([str(v) for v in range(max(values) + 1)])
     return LabelSet(sorted(str(v) for v in values))

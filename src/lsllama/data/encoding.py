@@ -1,5 +1,10 @@
 """Examples -> token ids, and token positions <-> words.
 
+The sequence task tokenizes each text without special tokens and adds them as the tokenizer's own
+templates place them (found by asking it), so that texts can be cut where the `long_text` strategy says
+and text pairs keep a separator. Tokenizers whose pair template puts nothing between the two texts
+(SmolLM2's: the texts would run together) get `PAIR_SEPARATOR` between them.
+
 The token task joins words with single spaces, tokenizes the sentence once, and maps sub-tokens back
 to words through character offsets. That works the same for tokenizers that mark a leading space
 (GPT-2 / SmolLM BPE), that prepend a BOS token (Llama, Gemma) or that do neither, and it gives the
@@ -18,18 +23,44 @@ from lsllama.data.dataset import Example
 from lsllama.data.windows import assign_words, plan_windows
 
 IGNORE = -100
+PAIR_SEPARATOR = "\n"
+"""Put between the two texts of a pair when the tokenizer's own pair template puts nothing there."""
 
 
 @dataclass
 class Item:
-    """One model input: a whole text, or one window of a sentence."""
+    """One prediction's input: a whole (possibly cut) text, a long text's windows, or one window of a sentence."""
 
     input_ids: list[int]
     example: int
-    label: int | None = None
+    label: int | list[int] | float | None = None
     token_labels: list[int] | None = None
     word_positions: dict[int, int] = field(default_factory=dict)
     """Token task: word index -> position in `input_ids` of the words this window predicts."""
+    windows: list[list[int]] = field(default_factory=list)
+    """Sequence task with `long_text: windows`, a text longer than one input: every window (the first is
+    `input_ids`). Each is a model row; their pooled vectors are averaged into this item's one prediction."""
+
+    def rows(self) -> list[list[int]]:
+        return self.windows or [self.input_ids]
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens over all rows: what batching by size should count."""
+        return sum(len(row) for row in self.rows())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The special tokens a tokenizer puts around one text, and around and between the texts of a pair."""
+
+    prefix: list[int]
+    suffix: list[int]
+    pair_prefix: list[int]
+    middle: list[int]
+    pair_suffix: list[int]
+    has_own_separator: bool
+    """False: the tokenizer's pair template puts nothing between the texts, and `middle` is `PAIR_SEPARATOR`."""
 
 
 @dataclass
@@ -52,20 +83,95 @@ def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list
     return [], []
 
 
+def _find(haystack: list[int], needle: list[int], start: int = 0) -> int:
+    for position in range(start, len(haystack) - len(needle) + 1):
+        if haystack[position : position + len(needle)] == needle:
+            return position
+    return -1
+
+
+def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> Layout:
+    """Ask the tokenizer where its special tokens go, for one text and for a pair."""
+    prefix, suffix = special_affixes(tokenizer)
+    first = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    second = tokenizer("c d", add_special_tokens=False)["input_ids"]
+    pair = tokenizer("a b", "c d", add_special_tokens=True)["input_ids"]
+    start = _find(pair, first)
+    end = _find(pair, second, start + len(first)) if start >= 0 else -1
+    if end < 0:  # a template that rewrites the texts: keep the single-text affixes around the pair
+        pair_prefix, middle, pair_suffix = prefix, [], suffix
+    else:
+        pair_prefix, middle, pair_suffix = pair[:start], pair[start + len(first) : end], pair[end + len(second) :]
+    has_own_separator = bool(middle)
+    if not middle:
+        middle = tokenizer(PAIR_SEPARATOR, add_special_tokens=False)["input_ids"]
+    return Layout(prefix, suffix, pair_prefix, middle, pair_suffix, has_own_separator)
+
+
+def cut(ids: list[int], budget: int, strategy: str) -> list[int]:
+    """At most `budget` ids: the head, the tail, or the first quarter and the last three quarters."""
+    if len(ids) <= budget:
+        return ids
+    if strategy == "tail":
+        return ids[len(ids) - budget :]
+    if strategy == "head_tail":
+        head = budget // 4
+        return ids[:head] + ids[len(ids) - (budget - head) :]
+    return ids[:budget]
+
+
+def split_budget(first: int, second: int, budget: int) -> tuple[int, int]:
+    """How many tokens each text of a pair keeps: the longer one is cut first, and neither below half."""
+    if first + second <= budget:
+        return first, second
+    half = budget // 2
+    if first <= half:
+        return first, budget - first
+    if second <= budget - half:
+        return budget - second, second
+    return half, budget - half
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Windows every `stride` tokens; the last one ends at the text's end (no short trailing window)."""
+    return [*range(0, length - window, stride), length - window]
+
+
 def encode_sequences(
-    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_length: int
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    long_text: str = "head",
+    stride: int | None = None,
 ) -> tuple[list[Item], int]:
-    """Returns the items and how many texts were truncated to `max_length`."""
-    texts = [e.text for e in examples]
-    pairs = [e.text_pair for e in examples] if examples and examples[0].text_pair is not None else None
-    full = tokenizer(texts, pairs, add_special_tokens=True, truncation=False)["input_ids"]
-    truncated = sum(len(ids) > max_length for ids in full)
-    if truncated:
-        full = tokenizer(texts, pairs, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-    items = [
-        Item(input_ids=ids, example=i, label=e.label) for i, (ids, e) in enumerate(zip(full, examples, strict=True))
-    ]
-    return items, truncated
+    """Returns the items and how many texts did not fit in `max_length` tokens (cut, or read in windows)."""
+    layout = sequence_layout(tokenizer)
+    texts = tokenizer([e.text or "" for e in examples], add_special_tokens=False)["input_ids"] if examples else []
+    paired = bool(examples) and examples[0].text_pair is not None
+    pairs = tokenizer([e.text_pair or "" for e in examples], add_special_tokens=False)["input_ids"] if paired else []
+    items, too_long = [], 0
+    for index, example in enumerate(examples):
+        text = texts[index]
+        if paired:
+            pair = pairs[index]
+            budget = max_length - len(layout.pair_prefix) - len(layout.middle) - len(layout.pair_suffix)
+            keep_text, keep_pair = split_budget(len(text), len(pair), budget)
+            too_long += keep_text < len(text) or keep_pair < len(pair)
+            ids = layout.pair_prefix + cut(text, keep_text, long_text) + layout.middle
+            ids += cut(pair, keep_pair, long_text) + layout.pair_suffix
+            items.append(Item(input_ids=ids, example=index, label=example.label))
+            continue
+        budget = max_length - len(layout.prefix) - len(layout.suffix)
+        too_long += len(text) > budget
+        if long_text == "windows" and len(text) > budget:
+            step = min(stride or max(1, budget // 2), budget)
+            starts = window_starts(len(text), budget, step)
+            windows = [layout.prefix + text[start : start + budget] + layout.suffix for start in starts]
+            items.append(Item(input_ids=windows[0], example=index, label=example.label, windows=windows))
+        else:
+            ids = layout.prefix + cut(text, budget, long_text) + layout.suffix
+            items.append(Item(input_ids=ids, example=index, label=example.label))
+    return items, too_long
 
 
 def align_words(words: list[str], tokenizer: PreTrainedTokenizerBase) -> Alignment:
@@ -151,4 +257,4 @@ def encode_examples(
     """Items for either task, and how many examples were cut (sequence) or windowed (token)."""
     if task == "token":
         return encode_sentences(examples, tokenizer, cfg.max_length, cfg.window_stride, cfg.label_all_subtokens)
-    return encode_sequences(examples, tokenizer, cfg.max_length)
+    return encode_sequences(examples, tokenizer, cfg.max_length, cfg.long_text, cfg.window_stride)

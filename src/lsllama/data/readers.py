@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,8 +33,13 @@ def _read_text(path: Path) -> str:
         raise DataError("is a folder, expected a file", path) from None
 
 
+def _lines(text: str) -> list[str]:
+    """Split on newlines only: `str.splitlines` also breaks on U+0085 and U+2028, which occur inside texts."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _jsonl(path: Path, text: str) -> Iterator[Row]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -46,7 +52,7 @@ def _jsonl(path: Path, text: str) -> Iterator[Row]:
 
 
 def _delimited(path: Path, text: str, delimiter: str) -> Iterator[Row]:
-    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -62,7 +68,7 @@ def _delimited(path: Path, text: str, delimiter: str) -> Iterator[Row]:
 
 
 def _plain_lines(path: Path, text: str) -> Iterator[Row]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if line.strip():
             yield Row({"text": line}, number)
 

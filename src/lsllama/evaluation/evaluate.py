@@ -9,9 +9,9 @@ import torch
 
 from lsllama.data.dataset import Example, LabelSet
 from lsllama.data.encoding import Item
-from lsllama.evaluation.metrics import classification_metrics
 from lsllama.evaluation.predict import item_logits, sequence_logits, word_logits
 from lsllama.evaluation.spans import span_metrics
+from lsllama.modeling.problems import score_sequences
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -40,12 +40,16 @@ def predict_logits(
 
 
 def score(
-    task: str, examples: list[Example], logits: np.ndarray | list[np.ndarray], labels: LabelSet
+    task: str,
+    examples: list[Example],
+    logits: np.ndarray | list[np.ndarray],
+    labels: LabelSet,
+    thresholds: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """Metrics for the task and the label set's problem type. Multi-label: `thresholds` None tunes them
+    on these examples (validation during training); evaluating a trained run passes its own."""
     if task == "sequence":
-        gold = [e.label for e in examples]
-        pred = np.asarray(logits).argmax(axis=-1).tolist()
-        return classification_metrics(gold, pred, labels.names)
+        return score_sequences(labels.problem, examples, np.asarray(logits), labels.names, thresholds)
     gold_tags = [[labels.names[t] for t in e.tags or []] for e in examples]
     pred_tags = [[labels.names[t] for t in sentence.argmax(axis=-1)] for sentence in logits]
     return span_metrics(gold_tags, pred_tags)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lsllama.data.batching import collate, eval_batches
+from lsllama.data.batching import collate_items, eval_batches
 from lsllama.data.encoding import Item
 
 
@@ -27,10 +27,11 @@ def item_logits(
     world_size: int = 1,
     progress: bool = False,
 ) -> dict[int, np.ndarray]:
-    """Item index -> logits: (labels,) for a text, (words predicted here, labels) for a window."""
+    """Item index -> logits: (labels,) for a text (all its windows together), (words predicted here, labels)
+    for a window of a sentence."""
     was_training = model.training
     model.eval()
-    all_batches = eval_batches([len(it.input_ids) for it in items], batch_size, max_tokens)
+    all_batches = eval_batches([it.n_tokens for it in items], batch_size, max_tokens)
     batches = all_batches[rank::world_size]
     # Wrapped models (DDP buffer sync, FSDP all-gathers) need the same number of forward calls on
     # every rank: a rank with fewer batches repeats one and discards the result.
@@ -39,8 +40,9 @@ def item_logits(
     for number, batch in enumerate(
         tqdm(batches + all_batches[:padding], desc="predict", disable=not progress, leave=False)
     ):
-        enc = collate([items[i].input_ids for i in batch], pad_id)
-        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device)).float().cpu()
+        enc = collate_items([items[i] for i in batch], pad_id)
+        groups = enc["groups"].to(device) if "groups" in enc else None
+        logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), groups).float().cpu()
         if number >= len(batches):
             continue
         for row, index in enumerate(batch):

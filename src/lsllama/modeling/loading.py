@@ -6,6 +6,10 @@ Built-in names:
   first use writes a plain safetensors copy to the cache ($LSLLAMA_CACHE, default
   ~/.cache/lsllama) and later uses load that.
 - `tiny-random`: a 2-layer Llama with random weights and the default model's tokenizer, for tests.
+- `tiny-random-<family>` (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, phi3, smollm3): the same
+  size in another architecture, with that family's particularities kept (sliding-window layers, logit
+  softcapping, fused projections, layers without rotary embeddings), so that tests and smoke runs go
+  through every family's real transformers code without downloading a checkpoint.
 Anything else is a Hugging Face hub id or a local folder.
 """
 
@@ -16,14 +20,64 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen3Config,
+    SmolLM3Config,
+)
 
 from lsllama.errors import UsageError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BUILTIN_MODELS = ("smollm2-135m", "tiny-random")
+TINY_PREFIX = "tiny-random-"
+TINY_CONTEXT = 2048
+TINY_SLIDING_WINDOW = 8
+"""Shorter than the test texts, so that tests exercise sliding-window layers together with padding."""
+# Per family: its config class and what differs from the shared tiny shape. head_dim is explicit where the
+# family's default (128 / 256) would not fit a hidden size of 64.
+TINY_FAMILIES: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
+    "llama": (LlamaConfig, {}),
+    "mistral": (MistralConfig, {"head_dim": 16, "sliding_window": TINY_SLIDING_WINDOW}),
+    "qwen2": (Qwen2Config, {}),
+    "qwen3": (Qwen3Config, {"head_dim": 16}),
+    "gemma": (GemmaConfig, {"head_dim": 16}),
+    "gemma2": (
+        Gemma2Config,
+        {
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "sliding_window": TINY_SLIDING_WINDOW,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+    ),
+    "gemma3": (
+        Gemma3TextConfig,
+        {
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "sliding_window": TINY_SLIDING_WINDOW,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+    ),
+    "phi3": (Phi3Config, {"bos_token_id": None, "eos_token_id": None}),
+    "smollm3": (SmolLM3Config, {"no_rope_layers": [1, 0], "bos_token_id": None, "eos_token_id": None}),
+}
+BUILTIN_MODELS = ("smollm2-135m", "tiny-random", *(TINY_PREFIX + family for family in TINY_FAMILIES))
 
 
 def cache_dir() -> Path:
@@ -68,23 +122,37 @@ def _smollm2_plain_folder() -> Path:
     return target
 
 
-def tiny_random_config(vocab_size: int, pad_token_id: int | None) -> LlamaConfig:
-    return LlamaConfig(
+def tiny_random_config(vocab_size: int, pad_token_id: int | None, family: str = "llama") -> PretrainedConfig:
+    kind, extra = TINY_FAMILIES[family]
+    return kind(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=TINY_CONTEXT,
         pad_token_id=pad_token_id,
         tie_word_embeddings=True,
+        **extra,
     )
+
+
+def tiny_family(name: str) -> str | None:
+    """The architecture of a `tiny-random` / `tiny-random-<family>` name; None for any other model."""
+    if name == "tiny-random":
+        return "llama"
+    if name.startswith(TINY_PREFIX):
+        family = name.removeprefix(TINY_PREFIX)
+        if family not in TINY_FAMILIES:
+            raise UsageError(f"--model {name}: unknown tiny family (known: {', '.join(TINY_FAMILIES)})")
+        return family
+    return None
 
 
 def model_source(name: str) -> str:
     """The folder or hub id that `from_pretrained` should read for a model name."""
-    if name in ("smollm2-135m", "tiny-random"):
+    if name == "smollm2-135m" or tiny_family(name) is not None:
         return str(_smollm2_plain_folder())
     path = Path(name).expanduser()
     if path.exists():
@@ -111,6 +179,25 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     if tokenizer.pad_token_id is None:
         raise UsageError(f"--model {name}: tokenizer has no pad, eos or unk token to pad with")
     return tokenizer
+
+
+def check_max_length(name: str, max_length: int, trust_remote_code: bool = False) -> None:
+    """`--max-length` beyond the model's positions would train on positions it never learned (or fail);
+    read from the config only, before any weights load."""
+    if tiny_family(name) is not None:
+        context = TINY_CONTEXT
+    else:
+        try:
+            config = AutoConfig.from_pretrained(model_source(name), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            return  # loading the model reports it, with the reason
+        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        context = getattr(config, "max_position_embeddings", None)
+    if context is not None and max_length > context:
+        raise UsageError(
+            f"--max-length {max_length} is longer than {name}'s context ({context} tokens); "
+            "use --long-text windows (or tail / head_tail) to read longer texts"
+        )
 
 
 def quantization_config(quantization: str | None, compute_dtype: torch.dtype):
@@ -143,8 +230,9 @@ def load_backbone(
 ) -> PreTrainedModel:
     """The decoder without its LM head: its final hidden states are what the label head reads."""
     quant = quantization_config(quantization, dtype)
-    if name == "tiny-random":
-        config = tiny_random_config(len(tokenizer), tokenizer.pad_token_id)
+    family = tiny_family(name)
+    if family is not None:
+        config = tiny_random_config(len(tokenizer), tokenizer.pad_token_id, family)
         with torch.random.fork_rng():
             torch.manual_seed(0)  # the same "pretrained" weights every time, so runs reload exactly
             model = AutoModel.from_config(config, dtype=dtype)

@@ -9,6 +9,13 @@
   no mask at all, losing padding).
 
 The settings live on the model config, so they are saved in config.json and restored on load.
+
+Every family lsllama knows (Llama / SmolLM2, Mistral, Qwen2, Qwen3, Gemma, Gemma2, Gemma3, Phi-3,
+SmolLM3) builds its masks through transformers' `create_causal_mask` / `create_sliding_window_causal_mask`,
+which honour `is_causal`; sliding-window layers become a symmetric window (a token sees the tokens
+within the window on both sides). A family that builds its mask some other way would stay causal
+while claiming not to, so after unmasking the model is run once on a small padded batch
+(`check_unmasked`) and refused with a clear error if a token does not see a later one, or sees padding.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Callable
 
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface, PretrainedConfig, PreTrainedModel
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -96,3 +104,38 @@ def configure_attention(model: PreTrainedModel, bidirectional: bool, unmask_from
             delattr(config, LAYER_KEY)
         if impl != base:
             model.set_attn_implementation(base)
+    if unmask and (unmask_from_layer is None or unmask_from_layer < n_layers) and not is_deepspeed_zero3_enabled():
+        check_unmasked(model)  # (ZeRO-3 holds the weights partitioned until its engine runs: no forward here)
+
+
+@torch.no_grad()
+def check_unmasked(model: PreTrainedModel) -> None:
+    """Refuse a model that unmasking did not make bidirectional, or that now attends to padding.
+
+    Four right-padded rows: (a b c p), (a b d p), (a b c q), (a b c p). Token b must change with the
+    later token (row 1 vs 0) and must not change with the padded one (row 2 vs 0). Identical rows (3 vs 0)
+    give the numerical noise to compare against, so the check holds in bf16 and 4-bit too.
+    """
+    vocab = text_config(model.config).vocab_size
+    a, b, c, d, p, q = ((torch.arange(6) + 100) % vocab).tolist()
+    device = model.get_input_embeddings().weight.device
+    ids = torch.tensor([[a, b, c, p], [a, b, d, p], [a, b, c, q], [a, b, c, p]], device=device)
+    mask = torch.tensor([[1, 1, 1, 0]] * 4, device=device)
+    was_training = model.training
+    model.eval()
+    hidden = model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state.float()
+    model.train(was_training)
+    real = hidden[:, :3]
+    floor = max(10 * float((real[3] - real[0]).abs().max()), 1e-6 * float(real[0].abs().max()))
+    name = type(model).__name__
+    impl = text_config(model.config)._attn_implementation
+    if float((real[1, 1] - real[0, 1]).abs().max()) <= floor:
+        raise UsageError(
+            f"{name} stays causal with bidirectional attention requested ({impl} attention): its mask does not "
+            "follow config.is_causal, so lsllama cannot unmask it: train it causal (--causal)"
+        )
+    if float((real[2] - real[0]).abs().max()) > floor:
+        raise UsageError(
+            f"{name} attends to padding once its causal mask is removed ({impl} attention); "
+            "lsllama cannot make it bidirectional correctly: train it causal (--causal)"
+        )

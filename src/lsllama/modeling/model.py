@@ -3,6 +3,11 @@
 No prompt and no label words: final hidden states -> (pool) -> linear head -> logits. The head and the
 LoRA weights stay in fp32 even when the frozen backbone runs in bf16; 4/8-bit and bf16 heads are what
 turned the official head NaN.
+
+A long text read in windows is several rows of one batch; `groups` says which rows belong together,
+and their pooled vectors are averaged before the head. What a problem type needs to turn outputs into
+decisions (regression: the target's mean and std; multi-label: per-label thresholds) is kept in
+buffers, saved with the trained weights so that a run's file pairs them with the weights they fit.
 """
 
 from __future__ import annotations
@@ -17,10 +22,23 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lsllama.config import ModelConfig
-from lsllama.errors import RunError
+from lsllama.errors import RunError, UsageError
 from lsllama.modeling.loading import load_backbone
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
+from lsllama.modeling.problems import DEFAULT_THRESHOLD, TargetScaling
+
+FUSED_PROJECTIONS = {
+    "q_proj": "qkv_proj",
+    "k_proj": "qkv_proj",
+    "v_proj": "qkv_proj",
+    "gate_proj": "gate_up_proj",
+    "up_proj": "gate_up_proj",
+}
+"""Projections some families fuse into one linear layer (Phi-3): a LoRA target naming a separate one
+adapts the fused layer instead (so the paper's q,v adapts Phi-3's whole qkv_proj)."""
+DECISION_BUFFERS = ("target_mean", "target_std", "thresholds")
+"""Buffers saved with the trained weights: regression's target scaling, multi-label's thresholds."""
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -45,33 +63,66 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 class LabelSupervisedModel(nn.Module):
     """Backbone + pooling + head. `task` is `sequence` (one label per text) or `token` (per token)."""
 
-    def __init__(self, backbone: PreTrainedModel, num_labels: int, task: str, pooling: str, compute_dtype: torch.dtype):
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        num_labels: int,
+        task: str,
+        pooling: str,
+        compute_dtype: torch.dtype,
+        problem: str = "single_label",
+        scaling: TargetScaling | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.task = task
         self.pooling = pooling
         self.compute_dtype = compute_dtype
+        self.problem = problem
+        if problem == "regression":
+            scaling = scaling or TargetScaling(0.0, 1.0)
+            self.register_buffer("target_mean", torch.tensor(scaling.mean, dtype=torch.float32))
+            self.register_buffer("target_std", torch.tensor(scaling.std, dtype=torch.float32))
+        if problem == "multi_label":
+            self.register_buffer("thresholds", torch.full((num_labels,), DEFAULT_THRESHOLD, dtype=torch.float32))
         hidden_size = text_config(backbone.config).hidden_size
-        # No bias on the sequence head, as in transformers' *ForSequenceClassification (and the official
-        # code), so exports load in plain transformers; its token-classification classes keep one.
-        self.score = nn.Linear(hidden_size, num_labels, bias=task == "token", dtype=torch.float32)
+        # The head has a bias: without it SmolLM2 on 480 SST-2 rows stayed at chance (0.54 vs 0.72 with it,
+        # same seed). transformers' sequence-classification heads have none; see serving/export.py.
+        self.score = nn.Linear(hidden_size, num_labels, dtype=torch.float32)
         nn.init.normal_(self.score.weight, std=0.02)
-        if self.score.bias is not None:
-            nn.init.zeros_(self.score.bias)
+        nn.init.zeros_(self.score.bias)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.compute_dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.compute_dtype)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits, or (regression) values in the target's units. `groups` (rows,): the output row each
+        input row belongs to, when some texts are read in several windows."""
         with self.autocast(input_ids.device):
             hidden = self.backbone(
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False
             ).last_hidden_state
-        features = pool(hidden, attention_mask, self.pooling) if self.task == "sequence" else hidden
         # The head runs in fp32, outside autocast: cheap, and keeps logits and its gradients exact.
-        return self.score(features.float())
+        if self.task == "token":
+            return self.score(hidden.float())
+        features = pool(hidden, attention_mask, self.pooling).float()
+        if groups is not None:
+            n = int(groups.max()) + 1
+            summed = features.new_zeros(n, features.shape[-1]).index_add_(0, groups, features)
+            features = summed / torch.bincount(groups, minlength=n).unsqueeze(-1).to(features.dtype)
+        output = self.score(features)
+        if self.problem == "regression":
+            return output * self.target_std + self.target_mean
+        return output
+
+    def set_thresholds(self, values: list[float]) -> None:
+        """Multi-label decision thresholds (probabilities), one per label in label order."""
+        with torch.no_grad():
+            self.thresholds.copy_(torch.tensor(values, dtype=torch.float32))
 
     def merge_adapters(self) -> None:
         """Fold LoRA into the backbone's weights for inference (quantized weights cannot hold the update)."""
@@ -85,15 +136,20 @@ class LabelSupervisedModel(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().contiguous() for n, p in self.named_parameters() if p.requires_grad}
 
+    def saved_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a run keeps: the trained weights and the problem's decision buffers."""
+        buffers = {n: b.detach().contiguous() for n, b in self.named_buffers() if n in DECISION_BUFFERS}
+        return {**self.trainable_state_dict(), **buffers}
+
     def save_weights(self, path: Path) -> None:
-        save_file(self.trainable_state_dict(), str(path))
+        save_file(self.saved_state_dict(), str(path))
 
     def load_weights(self, path: Path) -> None:
         try:
             state = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for a corrupt file
             raise RunError(f"{path}: cannot read weights ({exc})") from None
-        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        expected = set(self.saved_state_dict())
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
             raise RunError(
@@ -101,7 +157,7 @@ class LabelSupervisedModel(nn.Module):
                 f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)"
             )
         with torch.no_grad():
-            params = dict(self.named_parameters())
+            params = {**dict(self.named_parameters()), **dict(self.named_buffers())}
             for name, tensor in state.items():
                 if params[name].shape != tensor.shape:
                     raise RunError(
@@ -110,12 +166,39 @@ class LabelSupervisedModel(nn.Module):
                 params[name].copy_(tensor)
 
 
-def lora_config(cfg: ModelConfig) -> LoraConfig:
+def lora_targets(targets: list[str] | str, backbone: PreTrainedModel) -> list[str] | str:
+    """The module names LoRA adapts in this backbone. A name the family lacks becomes its fused
+    projection (see FUSED_PROJECTIONS); a name matching nothing is an error here rather than PEFT's.
+    A string (`all-linear`, or a regular expression) is PEFT's to interpret."""
+    if isinstance(targets, str):
+        return targets
+    names = [name for name, _ in backbone.named_modules() if name]
+
+    def present(target: str) -> bool:
+        return any(name == target or name.endswith("." + target) for name in names)
+
+    resolved: list[str] = []
+    for target in targets:
+        if not present(target) and present(FUSED_PROJECTIONS.get(target, "")):
+            target = FUSED_PROJECTIONS[target]
+        if not present(target):
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, nn.Linear)})
+            raise UsageError(
+                f"--lora-targets {target}: {type(backbone).__name__} has no such module "
+                f"(its linear layers: {', '.join(linear)}; or use all-linear)"
+            )
+        if target not in resolved:
+            resolved.append(target)
+    return resolved
+
+
+def lora_config(cfg: ModelConfig, backbone: PreTrainedModel | None = None) -> LoraConfig:
+    """PEFT's LoRA settings; with the backbone, the targets are resolved for its family."""
     return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_targets,
+        target_modules=cfg.lora_targets if backbone is None else lora_targets(cfg.lora_targets, backbone),
         bias="none",
     )
 
@@ -126,8 +209,11 @@ def build_model(
     num_labels: int,
     tokenizer: PreTrainedTokenizerBase,
     device: torch.device,
+    problem: str = "single_label",
+    scaling: TargetScaling | None = None,
 ) -> LabelSupervisedModel:
-    """Backbone with masks set and LoRA injected, plus a fresh head; the same code builds for load."""
+    """Backbone with masks set and LoRA injected, plus a fresh head; the same code builds for load
+    (which then reads the weights and the problem's buffers, `scaling` included, from the run)."""
     dtype = resolve_dtype(cfg.precision, device)
     backbone = load_backbone(cfg.name, tokenizer, dtype, cfg.trust_remote_code, cfg.quantization)
     configure_attention(backbone, bool(cfg.bidirectional), cfg.unmask_from_layer)
@@ -139,11 +225,11 @@ def build_model(
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         backbone.enable_input_require_grads()
     if cfg.lora_r > 0:
-        backbone = get_peft_model(backbone, lora_config(cfg), autocast_adapter_dtype=True)
+        backbone = get_peft_model(backbone, lora_config(cfg, backbone), autocast_adapter_dtype=True)
         for param in backbone.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
     else:
         backbone.requires_grad_(False)
-    model = LabelSupervisedModel(backbone, num_labels, task, cfg.pooling, dtype)
+    model = LabelSupervisedModel(backbone, num_labels, task, cfg.pooling, dtype, problem, scaling)
     return model if cfg.quantization else model.to(device)

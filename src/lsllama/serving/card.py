@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from lsllama.config import METRICS, RunConfig
+from lsllama.config import RunConfig, metric_names
 from lsllama.modeling.loading import BUILTIN_MODELS
-from lsllama.run import CONFIG, RunFolder, atomic_write_text
+from lsllama.run import CONFIG, WEIGHTS, RunFolder, atomic_write_text
 
 CARD = "README.md"
 REPORT = "report"
@@ -84,9 +84,9 @@ def _table(rows: list[tuple[str, Any]]) -> list[str]:
     return ["| | |", "| --- | --- |", *(f"| {key} | {_number(value)} |" for key, value in rows)]
 
 
-def _metrics_section(title: str, metrics: dict[str, Any], task: str) -> list[str]:
+def _metrics_section(title: str, metrics: dict[str, Any], config: RunConfig) -> list[str]:
     lines = [f"### {title}", ""]
-    headline = [(key, metrics[key]) for key in (*METRICS[task], "n") if key in metrics]
+    headline = [(key, metrics[key]) for key in (*metric_names(config.task, config.data.problem), "n") if key in metrics]
     lines += _table(headline)
     per_label = metrics.get("per_class") or metrics.get("per_type")
     if per_label:
@@ -95,6 +95,15 @@ def _metrics_section(title: str, metrics: dict[str, Any], task: str) -> list[str
             values = " | ".join(_number(scores[key]) for key in ("precision", "recall", "f1", "support"))
             lines.append(f"| {name} | {values} |")
     return [*lines, ""]
+
+
+def _thresholds_text(run: RunFolder, labels: list[str]) -> str:
+    """Multi-label decision thresholds, read from the weights file that holds them with the kept model."""
+    from safetensors import safe_open
+
+    with safe_open(str(run.file(WEIGHTS)), framework="pt") as weights:
+        values = weights.get_tensor("thresholds").tolist()
+    return ", ".join(f"`{name}` {value:.3f}" for name, value in zip(labels, values, strict=True))
 
 
 def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "") -> str:
@@ -106,9 +115,15 @@ def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "
     results = run.results() if run.finished else {}
     model, data, train = config.model, config.data, config.train
     base = base_model_text(model.name)
-    if config.task == "sequence":
+    if config.task == "sequence" and data.problem == "regression":
         summary = (
-            f"A text classifier (one label per text): the final hidden states of {base} are pooled "
+            f"A text regressor (one value per text, `{labels[0]}`): the final hidden states of {base} are pooled "
+            f"({model.pooling}) and go through a linear head."
+        )
+    elif config.task == "sequence":
+        kind = "any number of labels per text" if data.problem == "multi_label" else "one label per text"
+        summary = (
+            f"A text classifier ({kind}): the final hidden states of {base} are pooled "
             f"({model.pooling}) and go through a linear head over {len(labels)} labels."
         )
     else:
@@ -128,10 +143,15 @@ def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "
         *_table(
             [
                 ("base model", base_model_text(model.name)),
-                ("task", config.task),
+                ("task", config.task if config.task == "token" else f"{config.task} ({data.problem})"),
                 ("labels", ", ".join(f"`{name}`" for name in labels)),
                 ("attention", attention_text(config)),
                 *([("pooling", model.pooling)] if config.task == "sequence" else []),
+                *(
+                    [("decision thresholds (tuned on validation)", _thresholds_text(run, labels))]
+                    if config.task == "sequence" and data.problem == "multi_label"
+                    else []
+                ),
                 ("LoRA", _lora_text(config)),
                 ("precision", model.precision),
                 *([("frozen weights", f"{model.quantization} (QLoRA)")] if model.quantization else []),
@@ -146,6 +166,7 @@ def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "
                 *([("validation file", f"`{data.validation_file}`")] if data.validation_file else []),
                 ("columns", _columns_text(config)),
                 ("max length (tokens)", data.max_length),
+                *([("longer texts", data.long_text)] if config.task == "sequence" else []),
                 ("training examples", results.get("train_examples", "?")),
                 ("validation examples", results.get("validation_examples", "?")),
                 *([("sampled from training split", data.max_train_samples)] if data.max_train_samples else []),
@@ -170,11 +191,11 @@ def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "
         "",
     ]
     if results.get("validation"):
-        lines += _metrics_section("validation (model selection)", results["validation"], config.task)
+        lines += _metrics_section("validation (model selection)", results["validation"], config)
     reports = sorted(run.file(REPORT).glob("*_metrics.json")) if run.file(REPORT).is_dir() else []
     for path in reports:
         split = path.name.removesuffix("_metrics.json")
-        lines += _metrics_section(f"{split} (`lsllama evaluate`)", json.loads(path.read_text()), config.task)
+        lines += _metrics_section(f"{split} (`lsllama evaluate`)", json.loads(path.read_text()), config)
     if not results and not reports:
         lines += ["No results yet: training has not finished.", ""]
     plots = sorted(run.file(REPORT).glob("*.png")) if run.file(REPORT).is_dir() else []

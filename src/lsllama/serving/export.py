@@ -4,6 +4,7 @@
       config.json, model.safetensors  `*ForSequenceClassification` / `*ForTokenClassification` of the base
                                       architecture: LoRA merged into the base weights, fp32, id2label / label2id,
                                       `is_causal` (false for a bidirectional run)
+      modeling_lsllama.py             sequence task only: that class with a bias on its head (see below)
       tokenizer.json, ...             the run's tokenizer, `model_max_length` = the run's max length
       README.md                       model card, how to load the export, where it differs from lsllama
       lsllama/                        the run's own files: `Classifier.load(OUT)` and `lsllama serve OUT` read these
@@ -12,6 +13,14 @@ Why the run is kept: transformers' classes reproduce only what they implement (l
 causal or fully bidirectional mask through `config.is_causal`). Mean / max pooling and layer-wise
 unmasking need lsllama's code. For those runs OUT has no config.json, so transformers refuses the
 folder instead of loading a model that pools differently, and lsllama loads it from lsllama/.
+
+Why modeling_lsllama.py: lsllama's head is an `nn.Linear` with a bias. transformers' token-classification
+classes have one too (`token_classification_bias`, on by default), but its sequence-classification
+classes build `score` without a bias and have no option for one. The bias cannot be folded into the
+weights exactly (the final RMSNorm leaves no constant feature to carry it), so the export adds a
+five-line subclass that puts the bias back, registered in config.json's `auto_map`: loaded with
+`trust_remote_code=True` it gives lsllama's predictions; without it transformers loads its stock
+class, lists `score.bias` as UNEXPECTED in its load report, and every logit loses its bias.
 
 Why fp32 whatever the run's precision: the merge then adds the LoRA update to the base weights
 without rounding, and a QLoRA run is merged into the unquantized base (4-bit weights cannot hold the
@@ -39,6 +48,7 @@ from transformers import (
 )
 
 from lsllama.config import RunConfig
+from lsllama.data.encoding import sequence_layout
 from lsllama.errors import UsageError
 from lsllama.modeling.model import build_model
 from lsllama.run import (
@@ -56,8 +66,26 @@ from lsllama.run import (
 )
 from lsllama.serving.card import CARD, REPORT, card_body, front_matter
 
+REMOTE_CODE = "modeling_lsllama.py"
 RUN_FILES = (CONFIG, LABELS, TOKENIZER, WEIGHTS, RESULTS, LOG, REPORT)
-"""What lsllama/ keeps of the run: enough to load, evaluate and describe it (no checkpoints, no TensorBoard)."""
+"""What lsllama/ keeps of the run: enough to load it and to show its card (not checkpoints or TensorBoard)."""
+
+BIASED_HEAD_CODE = '''"""Written by `lsllama export`: {stock} with a bias on its `score` head.
+
+lsllama trains its label head as nn.Linear with a bias; transformers' {stock} builds `score`
+without one. Loaded with trust_remote_code=True, this class keeps the trained bias, so predictions
+equal lsllama's. Everything else is the stock class.
+"""
+
+from torch import nn
+from transformers import {stock}
+
+
+class {name}({stock}):
+    def __init__(self, config):
+        super().__init__(config)
+        self.score = nn.Linear(self.score.in_features, self.score.out_features, bias=True)
+'''
 
 
 @dataclass
@@ -65,12 +93,19 @@ class Export:
     path: Path
     transformers_class: str | None
     """The transformers class the export loads as; None when only lsllama can load it."""
+    trust_remote_code: bool
+    """Whether transformers needs `trust_remote_code=True` to reproduce lsllama (the biased head)."""
     needs_lsllama: str | None
     """Why transformers cannot reproduce the run, when it cannot."""
 
 
 def lsllama_only_reason(config: RunConfig) -> str | None:
     """Why transformers' own classes would compute something other than the run, or None."""
+    if config.task == "sequence" and config.data.problem == "regression":
+        return (
+            "regression: lsllama maps the head's standardised output back to the target's units "
+            "(x std + mean of the training targets), which transformers' classes do not"
+        )
     if config.task == "sequence" and config.model.pooling != "last":
         return (
             f"{config.model.pooling} pooling: transformers' sequence-classification classes read the last "
@@ -88,7 +123,7 @@ def merged_model(run: RunFolder, labels: list[str], tokenizer: PreTrainedTokeniz
     """The run's model as a transformers classification model: LoRA merged, lsllama's head, fp32, on CPU."""
     config = run.config()
     model_cfg = dataclasses.replace(config.model, precision="fp32", quantization=None, gradient_checkpointing=False)
-    model = build_model(model_cfg, config.task, len(labels), tokenizer, torch.device("cpu"))
+    model = build_model(model_cfg, config.task, len(labels), tokenizer, torch.device("cpu"), config.data.problem)
     model.load_weights(run.file(WEIGHTS))
     backbone = model.backbone.merge_and_unload() if isinstance(model.backbone, PeftModel) else model.backbone
     hf_config = copy.deepcopy(backbone.config)  # keeps is_causal, as configure_attention set it
@@ -96,6 +131,8 @@ def merged_model(run: RunFolder, labels: list[str], tokenizer: PreTrainedTokeniz
     hf_config.id2label = dict(enumerate(labels))
     hf_config.label2id = {name: i for i, name in enumerate(labels)}
     hf_config.pad_token_id = tokenizer.pad_token_id
+    if config.data.problem == "multi_label":  # the pipeline then applies one sigmoid per label
+        hf_config.problem_type = "multi_label_classification"
     auto = AutoModelForSequenceClassification if config.task == "sequence" else AutoModelForTokenClassification
     try:
         with torch.device("meta"):  # only the class and its config: every weight comes from the run below
@@ -110,6 +147,14 @@ def merged_model(run: RunFolder, labels: list[str], tokenizer: PreTrainedTokeniz
     if unfilled:
         raise UsageError(f"cannot export: {type(hf).__name__} has parts lsllama does not fill: {unfilled[:3]}")
     return hf.eval()
+
+
+def add_biased_head(model: PreTrainedModel, folder: Path) -> None:
+    """Write the subclass that keeps the head's bias, and point config.json's auto_map at it."""
+    stock = type(model).__name__
+    name = f"Lsllama{stock}"
+    (folder / REMOTE_CODE).write_text(BIASED_HEAD_CODE.format(stock=stock, name=name))
+    model.config.auto_map = {"AutoModelForSequenceClassification": f"{Path(REMOTE_CODE).stem}.{name}"}
 
 
 def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False) -> Export:
@@ -135,13 +180,16 @@ def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False)
         if reason is None:
             tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
             model = merged_model(run, labels, tokenizer)
+            remote = config.task == "sequence"
+            if remote:
+                add_biased_head(model, tmp)
             model.save_pretrained(tmp)
             tokenizer.model_max_length = config.data.max_length
             tokenizer.save_pretrained(tmp)
-            result = Export(output, type(model).__name__, None)
+            result = Export(output, type(model).__name__, remote, None)
             usage = transformers_usage(output.name, config, model, tokenizer)
         else:
-            result = Export(output, None, reason)
+            result = Export(output, None, False, reason)
             usage = lsllama_only_usage(output.name, reason)
         library = "lsllama" if reason else "transformers"
         card = front_matter(config, library) + "\n" + card_body(run, output.name, usage, f"{EXPORTED_RUN}/")
@@ -160,7 +208,7 @@ def lsllama_usage(name: str) -> list[str]:
         "```python",
         "from lsllama import Classifier",
         "",
-        f'clf = Classifier.load("{name}")  # or: lsllama predict / lsllama serve {name}',
+        f'clf = Classifier.load("{name}")      # or: lsllama predict / lsllama serve {name}',
         "```",
         "",
     ]
@@ -185,10 +233,17 @@ def transformers_usage(
     pad = f"`{tokenizer.pad_token}` (id {tokenizer.pad_token_id})"
     if config.task == "sequence":
         code = [
-            f'clf = pipeline("text-classification", model="{name}")',
+            f'clf = pipeline("text-classification", model="{name}", trust_remote_code=True)',
             'clf("a gorgeous, moving film", top_k=None, truncation=True)  # every label\'s probability',
         ]
+        biases = ", ".join(
+            f"`{model.config.id2label[i]}` {value:+.4g}" for i, value in enumerate(model.score.bias.tolist())
+        )
         notes = [
+            f"- `trust_remote_code=True` loads `{REMOTE_CODE}`: the stock class plus a bias on its `score` head. "
+            "transformers' sequence-classification classes have no head bias and no option for one; without "
+            "`trust_remote_code` transformers loads the stock class, reports `score.bias` as UNEXPECTED, and every "
+            f"logit loses its bias ({biases}), so probabilities and possibly labels differ.",
             "- transformers pools the last token whose id is not the pad id; lsllama pools the last token of the "
             f"attention mask. The pad token is {pad}"
             + (
@@ -197,8 +252,25 @@ def transformers_usage(
                 else "; a text that contains it is pooled at the wrong position."
             ),
             f"- lsllama cuts texts at {max_length} tokens; pass `truncation=True` (the tokenizer's `model_max_length` "
-            f"is {max_length}) to do the same.",
+            f"is {max_length}) to do the same."
+            + (
+                f" This run reads longer texts by `{config.data.long_text}` (see lsllama's `--long-text`), which "
+                "the pipeline does not: predictions differ for texts over that length."
+                if config.data.long_text != "head"
+                else ""
+            ),
         ]
+        if config.data.problem == "multi_label":
+            notes.append(
+                "- Multi-label: the pipeline gives each label's own sigmoid probability; lsllama predicts a label "
+                "when it reaches that label's threshold, tuned on validation (`thresholds` in "
+                f"`{EXPORTED_RUN}/{RESULTS}`)."
+            )
+        if config.data.text_pair_column and not sequence_layout(tokenizer).has_own_separator:
+            notes.append(
+                "- Text pairs: this tokenizer's pair template puts nothing between the two texts, so lsllama puts a "
+                "newline there: give the pipeline the two texts joined by a newline."
+            )
     else:
         code = [
             f'ner = pipeline("token-classification", model="{name}")',

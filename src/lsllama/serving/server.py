@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -63,6 +62,17 @@ class SequencePrediction(BaseModel):
     probabilities: dict[str, float]
 
 
+class MultiLabelPrediction(BaseModel):
+    text: str
+    labels: list[str]
+    probabilities: dict[str, float]
+
+
+class RegressionPrediction(BaseModel):
+    text: str
+    value: float
+
+
 class EntityRecord(BaseModel):
     type: str
     start_word: int
@@ -82,19 +92,7 @@ def predict_records(classifier: Classifier, texts: list[str], pairs: list[str] |
     if classifier.task == "token":
         entities = classifier.predict_entities(list(texts), batch_size)
         return [{"text": t, "entities": [asdict(e) for e in ents]} for t, ents in zip(texts, entities, strict=True)]
-    names = classifier.labels.names
-    records = []
-    for text, probs in zip(texts, classifier.predict_proba(texts, pairs, batch_size), strict=True):
-        best = int(np.argmax(probs))
-        records.append(
-            {
-                "text": text,
-                "label": names[best],
-                "score": float(probs[best]),
-                "probabilities": dict(zip(names, map(float, probs), strict=True)),
-            }
-        )
-    return records
+    return classifier.records(texts, pairs, batch_size)
 
 
 # ---- batching ----
@@ -247,7 +245,15 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
                     raise ValueError("a text is empty or only whitespace")
             return value
 
-    Prediction = SequencePrediction if classifier.task == "sequence" else TokenPrediction
+    Prediction = (
+        TokenPrediction
+        if classifier.task == "token"
+        else {
+            "single_label": SequencePrediction,
+            "multi_label": MultiLabelPrediction,
+            "regression": RegressionPrediction,
+        }[classifier.problem]
+    )
 
     class PredictResponse(BaseModel):
         """One prediction per input text, in input order (a list even for one text)."""
@@ -285,8 +291,8 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> dict[str, Any]:
-        """Labels with every label's probability (sequence task), or entities with character offsets
-        (token task): the records `lsllama predict` writes."""
+        """A label with every label's probability, a set of labels (multi-label) or a value (regression) for
+        the sequence task, or entities with character offsets (token task): the records `lsllama predict` writes."""
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
         pairs = [body.pairs] if isinstance(body.pairs, str) else body.pairs
         if wants_pairs != (pairs is not None):
@@ -309,6 +315,7 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         cfg = classifier.config
         return {
             "task": classifier.task,
+            "problem": classifier.problem,
             "labels": classifier.labels.names,
             "base_model": cfg.model.name,
             "pooling": cfg.model.pooling if classifier.task == "sequence" else None,

@@ -23,13 +23,14 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lsllama.config import RunConfig
-from lsllama.data.batching import collate, shard, train_batches
+from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
 from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
-from lsllama.modeling.loading import load_tokenizer
+from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
+from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
 from lsllama.run import CONFIG, LABELS, LOG, RESULTS, TOKENIZER, WEIGHTS, RunFolder, atomic_write_text
 from lsllama.training.checkpoint import (
     TrainerState,
@@ -43,11 +44,17 @@ from lsllama.training.checkpoint import (
 RESUMABLE_CHANGES = {"tensorboard", "keep_checkpoints", "eval_batch_size", "trust_remote_code"}
 
 
-def _loss(logits: torch.Tensor, items: list[Item], task: str, token_labels: torch.Tensor | None) -> torch.Tensor:
-    """Summed cross-entropy; the caller divides by the global number of targets."""
+def _loss(
+    logits: torch.Tensor,
+    items: list[Item],
+    task: str,
+    token_labels: torch.Tensor | None,
+    problem: str,
+    scaling: TargetScaling | None,
+) -> torch.Tensor:
+    """Summed loss (sequence task: its problem type's); the caller divides by the global number of targets."""
     if task == "sequence":
-        target = torch.tensor([it.label for it in items], device=logits.device)
-        return F.cross_entropy(logits, target, reduction="sum")
+        return sequence_loss(logits, items, problem, scaling)
     return F.cross_entropy(logits.flatten(0, 1), token_labels.flatten(), ignore_index=IGNORE, reduction="sum")
 
 
@@ -83,7 +90,8 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
 
     # Everything that can fail on the user's input happens before the run folder is touched.
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
-    labels = LabelSet(cfg.data.labels) if cfg.data.labels else resolve_labels(cfg.data, task)
+    check_max_length(cfg.model.name, cfg.data.max_length, cfg.model.trust_remote_code)
+    labels = resolve_labels(cfg.data, task)
     cfg.data.labels = labels.names
     train_examples = load_split(cfg.data, "train", task, labels, cfg.data.max_train_samples)
     has_validation = split_file(cfg.data, "validation") is not None
@@ -95,10 +103,12 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
     train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
     val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, task, len(labels), tokenizer, device)
+    problem = cfg.data.problem
+    scaling = target_scaling(train_examples) if problem == "regression" else None
+    model = build_model(cfg.model, task, len(labels), tokenizer, device, problem, scaling)
     pad_id = tokenizer.pad_token_id
 
-    lengths = [len(it.input_ids) for it in train_items]
+    lengths = [it.n_tokens for it in train_items]
     plan = lambda epoch: train_batches(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.train.max_tokens)  # noqa: E731
     total_steps = max(1, math.ceil(cfg.train.epochs * len(plan(0))))
     optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
@@ -136,9 +146,11 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
         )
         metrics = score(task, val_examples, logits, labels)
         value = metrics[metric]
-        improved = state.best_metric is None or value > state.best_metric
+        improved = improves(metric, value, state.best_metric)
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
+            if "thresholds" in metrics:  # multi-label: the thresholds tuned for these weights are kept with them
+                unwrapped.set_thresholds(list(metrics["thresholds"].values()))
             if main:
                 _save_weights(unwrapped, run)
         else:
@@ -168,13 +180,13 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
             local = shard(micro, rank, world)
             weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
             items = [train_items[i] for i in (local or micro[:1])]
-            labels_in = [it.token_labels for it in items] if task == "token" else None
-            enc = collate([it.input_ids for it in items], pad_id, labels_in)
+            enc = collate_items(items, pad_id, with_token_labels=task == "token")
+            groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
             sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
             with sync:
-                logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+                logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), groups)
                 token_labels = enc["token_labels"].to(device) if task == "token" else None
-                loss = weight * _loss(logits, items, task, token_labels) * world / n_targets
+                loss = weight * _loss(logits, items, task, token_labels, problem, scaling) * world / n_targets
                 accelerator.backward(loss)
             step_loss += loss.detach() / world
             tokens += int(enc["attention_mask"].sum()) if local else 0

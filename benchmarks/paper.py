@@ -1,0 +1,329 @@
+"""Reproduce the paper's findings at small scale: LS variants against baselines, real data, seeds.
+
+    python benchmarks/paper.py [--quick] [--model smollm2-135m] [--rows N] [--eval-rows N] [--seeds N]
+                               [--datasets NAME ...] [--results-dir DIR] [--cache-dir DIR] [--dry-run]
+
+Every method sees the same fixed samples of SST-2, SST-5, AG News, Twitter Financial News and
+CoNLL-2003 ($LSLLAMA_DATA): LS variants through lsllama's API, zero-shot prompting and instruction SFT
+of the same model, TF-IDF + logistic regression (per-word majority tag for NER) and the official
+recipe. Writes one JSON per run (results/paper/runs/), a Markdown table whose findings are computed
+from the numbers (results/paper.md) and a bar chart (results/paper.png). Runs are cached under a hash
+of everything that determines them, so an interrupted suite resumes where it stopped and re-running a
+finished one only re-renders the report. README: "Reproducing the paper at small scale".
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.baselines.classic import C_GRID, majority_tag, tfidf_logreg  # noqa: E402
+from benchmarks.baselines.generative import PROMPT, PromptTask, instruction_sft, max_new_tokens, prompt_ids, zero_shot  # noqa: E402
+from benchmarks.official_recipe import run_official  # noqa: E402
+from benchmarks.paper_plan import (  # noqa: E402
+    DATASETS,
+    FULL,
+    HALF,
+    METHODS,
+    QUICK,
+    Budget,
+    PreparedData,
+    Run,
+    build_plan,
+    prepare_data,
+    sentences,
+    texts,
+)
+from benchmarks.paper_report import Report, write_report  # noqa: E402
+from lsllama import Classifier, build_config  # noqa: E402
+from lsllama.api import default_device  # noqa: E402
+from lsllama.config import RunConfig  # noqa: E402
+from lsllama.data.batching import padded_length  # noqa: E402
+from lsllama.modeling.loading import load_tokenizer, model_source, tiny_random_config  # noqa: E402
+from lsllama.modeling.masks import text_config  # noqa: E402
+from lsllama.run import RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
+
+RUN_FORMAT = 1
+"""Part of every run's cache key: bump it when a change to this code changes what a run computes."""
+
+# Seconds on the 2-core development CPU for SmolLM2-135M (bf16 autocast), fitted to measured rates:
+# LS training ~17 samples/s on SST-2 (~12 tokens) and ~190 s per CoNLL epoch of 2,000 sentences
+# (~22 tokens); inference ~100 samples/s on SST-2; the official recipe ~12 samples/s training and
+# ~40 samples/s inference whatever the length (it pads to its 64-token limit); generation assumed
+# 0.02 s per sample and new token (~5-10 samples/s). Other models or machines: scale accordingly.
+TRAIN_S_PER_SAMPLE, TRAIN_S_PER_TOKEN = 0.05, 0.0012
+INFER_S_PER_SAMPLE, INFER_S_PER_TOKEN = 0.006, 0.0003
+OFFICIAL_TRAIN_S, OFFICIAL_INFER_S = 1 / 12, 1 / 40
+DECODE_S_PER_TOKEN = 0.02
+LOAD_S = 10.0
+OFFICIAL_SPEED_ROWS = 8
+"""run_official times inference on extra texts; a few keep that cost out of the budget."""
+
+
+@dataclass
+class Context:
+    model: str
+    """The name the user gave (what the report and cache keys show)."""
+    model_path: str
+    """What lsllama and from_pretrained load: the name, or a saved folder for `tiny-random`."""
+    cache: Path
+    data: dict[str, PreparedData]
+    device: torch.device = field(default_factory=default_device)
+
+
+def model_folder(model: str, cache: Path) -> str:
+    """`tiny-random` saved once as a causal LM folder, so that every method, including the official
+    recipe and the generative baselines that load by path, gets the same tiny weights."""
+    if model != "tiny-random":
+        return model
+    folder = cache / "tiny-random-lm"
+    if not (folder / "config.json").is_file():
+        tokenizer = load_tokenizer("tiny-random")
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            lm = AutoModelForCausalLM.from_config(tiny_random_config(len(tokenizer), tokenizer.pad_token_id))
+        tmp = atomic_folder(folder)
+        lm.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        commit_folder(tmp, folder)
+    return str(folder)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
+
+
+def half_of_layers(model_path: str) -> int:
+    return text_config(AutoConfig.from_pretrained(model_source(model_path))).num_hidden_layers // 2
+
+
+def ls_config(run: Run, ctx: Context) -> RunConfig:
+    """lsllama's own defaults for the task (what `lsllama train` would use), with the variant's masking
+    and pooling, the prepared data and the seed."""
+    model = dict(METHODS[run.method].ls, name=ctx.model_path)
+    if model.get("unmask_from_layer") == HALF:
+        model["unmask_from_layer"] = half_of_layers(ctx.model_path)
+    overrides = {
+        "model": model,
+        "data": {"data": str(ctx.data[run.dataset].folder)},
+        "train": {"seed": run.seed, "tensorboard": False},
+    }
+    return build_config(task=DATASETS[run.dataset].task, overrides=overrides).resolved()
+
+
+def recipe(run: Run, ctx: Context) -> dict[str, Any]:
+    """Everything besides data, model and seed that determines the run's result (part of its cache key)."""
+    kind = METHODS[run.method].kind
+    if kind == "ls":
+        cfg = ls_config(run, ctx).to_dict()
+        cfg["model"]["name"], cfg["data"]["data"] = ctx.model, run.dataset
+        return cfg
+    sequence = build_config(task="sequence").resolved()
+    if kind in ("zero_shot", "sft"):
+        prompt = {"prompt": PROMPT, "task": DATASETS[run.dataset].prompt_task, "max_length": sequence.data.max_length}
+        if kind == "zero_shot":
+            return {**prompt, "precision": sequence.model.precision}
+        return {**prompt, "lora": asdict(sequence.model), "train": asdict(sequence.train)}
+    if kind == "official":
+        return {"epochs": sequence.train.epochs}
+    if kind == "tfidf":
+        return {"C_grid": list(C_GRID)}
+    return {}
+
+
+def run_file(run: Run, ctx: Context, runs_dir: Path) -> tuple[Path, dict[str, Any]]:
+    key = {
+        "format": RUN_FORMAT,
+        "dataset": run.dataset,
+        "data": ctx.data[run.dataset].fingerprint,
+        "method": run.method,
+        "seed": run.seed,
+        "model": ctx.model,
+        "recipe": recipe(run, ctx),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return runs_dir / f"{run.dataset}__{run.method}__seed{run.seed}__{digest}.json", key
+
+
+def execute(run: Run, ctx: Context, workdir: Path) -> dict[str, Any]:
+    """Train and score one run: its metrics per split, and anything worth keeping with them."""
+    data, kind = ctx.data[run.dataset], METHODS[run.method].kind
+    sequence = build_config(task="sequence").resolved()
+    if kind == "ls":
+        clf = Classifier.train(ls_config(run, ctx), workdir, progress=True)
+        results = json.loads((workdir / RESULTS).read_text())
+        splits = {"validation": results["validation"]}
+        if data.reported == "test":
+            splits["test"] = clf.evaluate(split="test")
+        return {"splits": splits, "best_step": results["best_step"], "global_step": results["global_step"]}
+    if kind == "tfidf":
+        # Choosing C on the split that is also reported would inflate the score: keep the default there.
+        select_on = "validation" if data.reported == "test" else None
+        held_out = {split: texts(data, split) for split in data.split_names()}
+        return tfidf_logreg(texts(data, "train"), held_out, data.labels, select_on, run.seed)
+    if kind == "majority_tag":
+        return majority_tag(sentences(data, "train"), {split: sentences(data, split) for split in data.split_names()})
+    reported = texts(data, data.reported)
+    if kind == "official":
+        train = texts(data, "train")
+        result = run_official(
+            ctx.model_path, train.texts, train.labels, reported.texts, reported.labels, len(data.labels), workdir,
+            epochs=sequence.train.epochs, seed=run.seed, speed_texts=reported.texts[:OFFICIAL_SPEED_ROWS],
+        )  # fmt: skip
+        return {"splits": {data.reported: {"accuracy": result.accuracy, "n": len(reported.texts)}}}
+    task = PromptTask(DATASETS[run.dataset].prompt_task, data.labels, sequence.data.max_length)
+    if kind == "zero_shot":
+        metrics = zero_shot(ctx.model_path, task, reported, sequence.model.precision, ctx.device)
+    else:
+        train = texts(data, "train")
+        metrics = instruction_sft(
+            ctx.model_path, task, train, reported, sequence.model, sequence.train, run.seed, ctx.device
+        )
+    return {"splits": {data.reported: metrics}}
+
+
+def estimate_seconds(run: Run, ctx: Context, tokenizer: Any) -> float:
+    """What a run costs at the rates above, from its row counts and mean input lengths."""
+    data, kind = ctx.data[run.dataset], METHODS[run.method].kind
+    if kind in ("tfidf", "majority_tag"):
+        return 2.0
+    sequence = build_config(task="sequence").resolved()
+    train_rows, reported_rows = data.examples("train"), data.examples(data.reported)
+    n_train, n_reported = len(train_rows), len(reported_rows)
+
+    def infer(n: float, tokens: float) -> float:
+        return n * (INFER_S_PER_SAMPLE + INFER_S_PER_TOKEN * tokens)
+
+    def train(n: float, tokens: float) -> float:
+        return n * (TRAIN_S_PER_SAMPLE + TRAIN_S_PER_TOKEN * tokens)
+
+    if kind == "ls":
+        cfg = ls_config(run, ctx)
+        if data.task == "token":
+            lengths = [len(tokenizer(" ".join(e.words or []))["input_ids"]) for e in train_rows]
+        else:
+            lengths = [len(tokenizer(e.text or "")["input_ids"]) for e in train_rows]
+        tokens = mean(padded_length(min(n, cfg.data.max_length)) for n in lengths)
+        evaluated = cfg.train.epochs * len(data.examples("validation"))
+        evaluated += n_reported if data.reported == "test" else 0
+        return LOAD_S + train(cfg.train.epochs * n_train, tokens) + infer(evaluated, tokens)
+    if kind == "official":
+        epochs = sequence.train.epochs
+        return LOAD_S + epochs * n_train * OFFICIAL_TRAIN_S + (n_reported + OFFICIAL_SPEED_ROWS) * OFFICIAL_INFER_S
+    task = PromptTask(DATASETS[run.dataset].prompt_task, data.labels, sequence.data.max_length)
+    new_tokens = max_new_tokens(tokenizer, data.labels)
+    prompt = mean(len(prompt_ids(tokenizer, task, e.text or "")) for e in reported_rows)
+    seconds = LOAD_S + infer(n_reported, prompt) + n_reported * new_tokens * DECODE_S_PER_TOKEN
+    if kind == "sft":
+        seconds += train(sequence.train.epochs * n_train, prompt + new_tokens)
+    return seconds
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"the <= 15 minute preset: {QUICK}")
+    parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
+    parser.add_argument("--rows", type=int, help="training rows per data set (CoNLL: sentences)")
+    parser.add_argument("--eval-rows", type=int, help="at most this many rows of each evaluation split")
+    parser.add_argument("--seeds", type=int, help="seeds for the main rows (ablations always get one)")
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS))
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--cache-dir", type=Path, default=HERE / "cache" / "paper")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    preset = QUICK if args.quick else FULL
+    budget = Budget(
+        rows=args.rows or preset.rows,
+        eval_rows=args.eval_rows or preset.eval_rows,
+        seeds=args.seeds or preset.seeds,
+        datasets=tuple(args.datasets or preset.datasets),
+    )
+    cache, results_dir = args.cache_dir.resolve(), args.results_dir.resolve()
+    runs_dir = results_dir / "paper" / "runs"
+    model_path = model_folder(args.model, cache)
+    data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
+    ctx = Context(args.model, model_path, cache, data)
+    tokenizer = load_tokenizer(model_path)
+    plan = [(run, *run_file(run, ctx, runs_dir)) for run in build_plan(budget)]
+    estimates = {run: estimate_seconds(run, ctx, tokenizer) for run, _, _ in plan}
+    todo = [(run, path, key) for run, path, key in plan if not path.is_file()]
+    print(
+        f"{len(plan)} runs, {len(plan) - len(todo)} cached; estimated {sum(estimates.values()) / 60:.0f} min for "
+        f"all, {sum(estimates[run] for run, _, _ in todo) / 60:.0f} min for what is left "
+        "(at rates measured for SmolLM2-135M on 2 CPU cores)",
+        flush=True,
+    )
+    for number, (run, path, key) in enumerate(todo, start=1):
+        print(
+            f"[{number}/{len(todo)}] {run.dataset} {run.method} seed {run.seed} (~{estimates[run]:.0f} s)", flush=True
+        )
+        if args.dry_run:
+            continue
+        workdir = cache / "runs" / path.stem
+        if METHODS[run.method].kind != "ls":  # an interrupted LS run resumes from its checkpoints
+            shutil.rmtree(workdir, ignore_errors=True)
+        start = time.perf_counter()
+        outcome = execute(run, ctx, workdir)
+        seconds = time.perf_counter() - start
+        record = {
+            "key": key,
+            "label": METHODS[run.method].label,
+            "reported_split": data[run.dataset].reported,
+            "seconds": seconds,
+            "estimated_seconds": estimates[run],
+            "finished": datetime.now().isoformat(timespec="seconds"),
+            **outcome,
+        }
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(record, indent=2))
+        shutil.rmtree(workdir, ignore_errors=True)  # the record is the result; weights are not kept
+        gc.collect()  # dozens of models are built in this one process: free each before the next
+        print(f"    done in {seconds:.0f} s", flush=True)
+    if args.dry_run:
+        return
+    report = Report(
+        command=" ".join(["python benchmarks/paper.py", *sys.argv[1:]]),
+        machine=machine(),
+        day=date.today().isoformat(),
+        model=args.model,
+        budget=budget,
+        data=data,
+        records=[json.loads(path.read_text()) for _, path, _ in plan],
+        estimated_seconds=sum(estimates.values()),
+        unmask_layer=half_of_layers(model_path),
+    )
+    print(write_report(results_dir, report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""What differs between the sequence task's problem types: loss, decisions, metrics and model selection.
+
+- `single_label`: softmax over the labels and cross-entropy; the prediction is the most probable label.
+- `multi_label`: one sigmoid per label and binary cross-entropy, summed over the labels of an example
+  (an example then weighs about what it weighs under cross-entropy, so the default learning rate
+  carries over). A label is predicted when its probability reaches that label's threshold. Thresholds
+  are tuned on the validation split at every evaluation (each label's F1-maximising cut) and saved
+  with the kept weights, so `predict` and `evaluate` use the thresholds of the model they run.
+- `regression`: the head predicts the target standardised with the training split's mean and std,
+  and the model maps it back to the target's units (the mean and std are saved with the weights).
+  Standardising keeps the loss near 1 at the start whatever the target's scale, and the head's
+  near-zero initial output then predicts the training mean. The loss is the squared error in
+  standard deviations.
+
+Every loss here is a sum over examples; the training loop divides by the global number of examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lsllama.config import LOWER_IS_BETTER
+from lsllama.data.dataset import Example
+from lsllama.data.encoding import Item
+from lsllama.evaluation.metrics import classification_metrics, multi_label_metrics, regression_metrics
+
+DEFAULT_THRESHOLD = 0.5
+"""Kept for a label the validation split cannot tune (no positive example of it)."""
+
+
+@dataclass(frozen=True)
+class TargetScaling:
+    mean: float
+    std: float
+
+
+def target_scaling(examples: list[Example]) -> TargetScaling:
+    """Mean and std of the training targets; a constant target keeps std 1 (nothing to scale)."""
+    values = np.array([float(e.label) for e in examples if e.label is not None], dtype=np.float64)
+    if values.size == 0:
+        return TargetScaling(0.0, 1.0)
+    std = float(values.std())
+    return TargetScaling(float(values.mean()), std if std > 0 else 1.0)
+
+
+def multi_hot(label_sets: list[list[int]], n_labels: int) -> np.ndarray:
+    out = np.zeros((len(label_sets), n_labels), dtype=np.int64)
+    for row, ids in enumerate(label_sets):
+        out[row, ids] = 1
+    return out
+
+
+def sequence_loss(
+    outputs: torch.Tensor, items: list[Item], problem: str, scaling: TargetScaling | None = None
+) -> torch.Tensor:
+    """Summed loss of a batch. outputs: (examples, labels) logits, or (examples, 1) values in target units."""
+    if problem == "multi_label":
+        target = torch.from_numpy(multi_hot([it.label for it in items], outputs.shape[-1])).to(outputs)
+        return F.binary_cross_entropy_with_logits(outputs, target, reduction="sum")
+    if problem == "regression":
+        target = torch.tensor([float(it.label) for it in items], device=outputs.device, dtype=outputs.dtype)
+        std = scaling.std if scaling is not None else 1.0
+        return (((outputs.squeeze(-1) - target) / std) ** 2).sum()
+    target = torch.tensor([it.label for it in items], device=outputs.device)
+    return F.cross_entropy(outputs, target, reduction="sum")
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def tune_thresholds(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Per label, the probability cut that maximises its F1 on these examples (ties: the cut nearest 0.5).
+
+    probs, gold: (examples, labels). Predicting the k most probable examples positive gives
+    F1 = 2 TP_k / (k + positives); a cut halfway between two distinct probabilities realises each k.
+    Cuts are float32, as the model stores them, and always separate the two probabilities.
+    """
+    probs = probs.astype(np.float32)
+    thresholds = np.full(probs.shape[1], DEFAULT_THRESHOLD, dtype=np.float32)
+    for label in range(probs.shape[1]):
+        positives = int(gold[:, label].sum())
+        if positives == 0:
+            continue
+        order = np.argsort(-probs[:, label], kind="stable")
+        ranked = probs[order, label]
+        true_positives = np.cumsum(gold[order, label])
+        f1 = 2 * true_positives / (np.arange(1, len(ranked) + 1) + positives)
+        below = np.append(ranked[1:], -np.inf)  # nothing below the last: that cut takes every example
+        valid = ranked > below  # a cut after the k-th example must fall between two different probabilities
+        halfway = np.where(np.isfinite(below), (ranked.astype(np.float64) + below) / 2, ranked / 2)
+        cuts = halfway.astype(np.float32)
+        cuts = np.where(cuts > below, cuts, ranked)  # halfway rounded onto the lower one: cut at the upper
+        best = f1[valid].max()
+        candidates = cuts[valid][f1[valid] == best]
+        thresholds[label] = candidates[np.argmin(np.abs(candidates - DEFAULT_THRESHOLD))]
+    return thresholds
+
+
+def score_sequences(
+    problem: str,
+    examples: list[Example],
+    outputs: np.ndarray,
+    names: list[str],
+    thresholds: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Metrics of one split. Multi-label: with `thresholds`, or (None) tuned on these very examples, which
+    is what training does on validation; the thresholds used are part of the result."""
+    if problem == "regression":
+        gold = np.array([float(e.label) for e in examples], dtype=np.float64)
+        return regression_metrics(gold, outputs[:, 0].astype(np.float64))
+    if problem == "multi_label":
+        gold_sets = multi_hot([e.label for e in examples], len(names))
+        probs = sigmoid(outputs)
+        if thresholds is None:
+            thresholds = tune_thresholds(probs, gold_sets)
+        metrics = multi_label_metrics(gold_sets, (probs >= thresholds).astype(np.int64), names)
+        metrics["thresholds"] = dict(zip(names, map(float, thresholds), strict=True))
+        return metrics
+    return classification_metrics([e.label for e in examples], outputs.argmax(axis=-1).tolist(), names)
+
+
+def improves(metric: str, value: float, best: float | None) -> bool:
+    """Whether a validation result beats the best so far (`mse`: lower is better); the first always does."""
+    if best is None:
+        return True
+    return value < best if metric in LOWER_IS_BETTER else value > best

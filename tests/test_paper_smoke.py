@@ -1,0 +1,59 @@
+"""benchmarks/paper.py end to end on a tiny random model, and the answer parser its baselines rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.baselines.generative import parse_label
+
+from .conftest import DATA_ROOT, REPO
+
+SMOKE = ["--model", "tiny-random", "--rows", "24", "--eval-rows", "16", "--seeds", "1"]
+SMOKE += ["--datasets", "sst2", "conll2003"]
+EXPECTED_RUNS = {
+    "sst2": {"ls-causal-last", "ls-bidir-mean", "ls-bidir-max", "zero-shot", "sft", "official", "tfidf"},
+    "conll2003": {"ls-causal", "ls-bidir", "ls-unmask-half", "majority-tag"},
+}
+
+
+def test_parse_label_reads_the_first_label_named_and_prefers_the_longer_name():
+    labels = ["very negative", "negative", "neutral", "positive", "very positive"]
+    assert parse_label("Very negative.", labels) == 0
+    assert parse_label(" negative", labels) == 1
+    assert parse_label("Positive, not negative", labels) == 3
+    assert parse_label("nonnegative", labels) is None
+    assert parse_label("I cannot tell", labels) is None
+    assert parse_label("Sci/Tech", ["World", "Sports", "Business", "Sci/Tech"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_paper_smoke_run_writes_table_chart_and_one_json_per_run_then_resumes(tmp_path: Path):
+    results = tmp_path / "results"
+    command = [sys.executable, "benchmarks/paper.py", *SMOKE, "--results-dir", str(results)]
+    command += ["--cache-dir", str(tmp_path / "cache")]
+    subprocess.run(command, cwd=REPO, check=True, timeout=900)
+
+    records = [json.loads(path.read_text()) for path in (results / "paper" / "runs").glob("*.json")]
+    found: dict[str, set[str]] = {}
+    for record in records:
+        found.setdefault(record["key"]["dataset"], set()).add(record["key"]["method"])
+        assert record["reported_split"] in record["splits"]
+    assert found == EXPECTED_RUNS
+
+    table = (results / "paper.md").read_text()
+    assert "`python benchmarks/paper.py --model tiny-random" in table
+    for label in ("LS-LLaMA: causal, last token", "Zero-shot prompting", "Instruction SFT", "TF-IDF", "Official"):
+        assert label in table
+    assert "LS: bidirectional from layer 1 (L/2)" in table  # the tiny model has 2 layers
+    assert "SST-2<br>accuracy, validation, n=16" in table
+    assert "CoNLL-2003<br>span F1, test, n=16" in table
+    assert "(2) bidirectional beats causal: **" in table
+    assert (results / "paper.png").stat().st_size > 10_000
+
+    again = subprocess.run(command, cwd=REPO, check=True, timeout=300, capture_output=True, text=True)
+    assert "11 runs, 11 cached" in again.stdout
