@@ -80,8 +80,8 @@ def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> 
         layers.setdefault(section, {}).update(values)
     cfg = build_config(overrides=layers)
     out = workdir / "lsllama"
-    results = Classifier.train(cfg, out, progress=True) and json.loads((out / "results.json").read_text())
-    clf = Classifier.load(out)
+    clf = Classifier.train(cfg, out, progress=True)  # returns the run loaded for inference
+    results = json.loads((out / "results.json").read_text())
     train_x, _, _, _, _ = load_sst2(rows)
     clf.predict_proba(train_x[:64])  # warm-up (allocator, kernels), as Trainer's first batches are too
     start = time.perf_counter()
