@@ -19,16 +19,20 @@ def classification_metrics(gold: list[int], pred: list[int], names: list[str]) -
         "accuracy": float(accuracy_score(gold, pred)),
         "macro_f1": float(macro_f1),
         "n": len(gold),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(names)
-        },
+        "per_class": _per_class(names, precision, recall, f1, support),
         "confusion_matrix": confusion_matrix(gold, pred, labels=ids).tolist(),
+    }
+
+
+def _per_class(names: list[str], precision, recall, f1, support) -> dict[str, dict[str, float]]:
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
     }
 
 
@@ -44,15 +48,7 @@ def multi_label_metrics(gold: np.ndarray, pred: np.ndarray, names: list[str]) ->
         "micro_precision": float(micro_p),
         "micro_recall": float(micro_r),
         "n": int(gold.shape[0]),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i, name in enumerate(names)
-        },
+        "per_class": _per_class(names, precision, recall, f1, support),
     }
 
 
