@@ -1,4 +1,4 @@
-"""The token task end to end on the tiny model, and its bad inputs."""
+"""The token task end to end on the tiny model (its bad inputs are in the corpus: test_corpus.py)."""
 
 from __future__ import annotations
 
@@ -78,49 +78,3 @@ def test_predict_cli_writes_entities_for_raw_text(ner_run, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert {"type": "LOC", "text": "Paris"}.items() <= next(e for e in record["entities"] if e["type"] == "LOC").items()
-
-
-def _train_on(tmp_path, train_rows=None, train_text=None, name="train.jsonl"):
-    folder = tmp_path / "bad"
-    folder.mkdir()
-    if train_text is not None:
-        (folder / name).write_text(train_text)
-    else:
-        write_jsonl(folder / name, train_rows)
-    write_jsonl(folder / "validation.jsonl", toy_ner_rows(2, 2))
-    out = tmp_path / "run"
-    result = runner.invoke(
-        app,
-        ["train", "--data", str(folder), "--output", str(out), "--model", "tiny-random", "--task", "token", "--quiet"],
-    )
-    assert not out.exists()
-    return result.exit_code, result.output
-
-
-def test_tokens_tags_length_mismatch_names_file_and_line(tmp_path):
-    rows = [*toy_ner_rows(2, 1), {"tokens": ["a", "b"], "tags": ["O"]}]
-    code, output = _train_on(tmp_path, rows)
-    assert code == 2 and "train.jsonl:3" in output and "2 tokens but 1 tags" in output
-
-
-def test_empty_sentence_names_file_and_line(tmp_path):
-    code, output = _train_on(tmp_path, [*toy_ner_rows(1, 1), {"tokens": [], "tags": []}])
-    assert code == 2 and "train.jsonl:2" in output and "empty sentence" in output
-
-
-def test_unknown_tag_in_validation_names_file_and_line(tmp_path):
-    folder = tmp_path / "d"
-    write_jsonl(folder / "train.jsonl", toy_ner_rows(4, 1))
-    write_jsonl(folder / "validation.jsonl", [{"tokens": ["x", "y"], "tags": ["O", "B-ORG"]}])
-    out = tmp_path / "run"
-    result = runner.invoke(
-        app, ["train", "--data", str(folder), "--output", str(out), "--model", "tiny-random", "--quiet"]
-    )
-    assert result.exit_code == 2 and "validation.jsonl:1" in result.output and "'B-ORG'" in result.output
-    assert not out.exists()
-
-
-def test_conll_line_with_wrong_number_of_columns_names_file_and_line(tmp_path):
-    text = "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP\n"
-    code, output = _train_on(tmp_path, train_text=text, name="train.conll")
-    assert code == 2 and "train.conll:4" in output, output

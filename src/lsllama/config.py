@@ -8,6 +8,8 @@ than sentence classification) are filled in by `RunConfig.resolved()`, so what i
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -225,11 +227,41 @@ class RunConfig:
 def _build_section(kind: type, raw: Any, source: str) -> Any:
     if not isinstance(raw, dict):
         raise UsageError(f"{source}: expected a mapping")
-    known = {f.name: f for f in fields(kind)}
-    unknown = set(raw) - set(known)
+    hints = typing.get_type_hints(kind)
+    unknown = set(raw) - set(hints)
     if unknown:
         raise UsageError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    for key, value in raw.items():
+        if not _has_type(value, hints[key]):
+            raise UsageError(f"{source}.{key}: expected {_type_name(hints[key])}, got {value!r}")
     return kind(**raw)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """YAML gives str / int / float / bool / list / None; a number where a float is wanted is fine."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        base = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return True
+        if base is bool and isinstance(value, bool):
+            return True
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if base in (int, str) and isinstance(value, base) and not isinstance(value, bool):
+            return True
+        if base is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    names = [
+        "null" if o is type(None) else "a list of strings" if typing.get_origin(o) is list else o.__name__
+        for o in options
+    ]
+    return " or ".join(names)
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

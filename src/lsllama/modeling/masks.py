@@ -83,7 +83,9 @@ def configure_attention(model: PreTrainedModel, bidirectional: bool, unmask_from
     config = text_config(model.config)
     n_layers = config.num_hidden_layers
     if unmask_from_layer is not None and not 0 <= unmask_from_layer <= n_layers:
-        raise UsageError(f"--unmask-from-layer must be between 0 and {n_layers} for this model")
+        raise UsageError(
+            f"--unmask-from-layer must be between 0 and {n_layers} for this model, got {unmask_from_layer}"
+        )
     unmask = bidirectional or unmask_from_layer is not None
     impl = config._attn_implementation or "sdpa"
     base = impl.removeprefix(LAYERWISE_PREFIX)

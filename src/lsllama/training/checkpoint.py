@@ -101,14 +101,21 @@ def remove_stale_temporaries(run: RunFolder) -> None:
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> TrainerState:
-    try:
-        state = TrainerState(**json.loads((path / STATE).read_text()))
-        weights = load_file(str(path / WEIGHTS))
-        extra = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RunError(
-            f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc}); delete it to resume from an earlier one"
-        ) from None
+    readers = {
+        STATE: lambda file: TrainerState(**json.loads(file.read_text())),
+        WEIGHTS: lambda file: load_file(str(file)),
+        OPTIMIZER: lambda file: torch.load(file, map_location="cpu", weights_only=True),
+    }
+    loaded = {}
+    for name, read in readers.items():
+        try:
+            loaded[name] = read(path / name)
+        except Exception as exc:  # json, safetensors and torch each raise their own types for a damaged file
+            raise RunError(
+                f"{path / name}: corrupt checkpoint ({type(exc).__name__}: {exc}); "
+                f"delete {path} to resume from an earlier one"
+            ) from None
+    state, weights, extra = loaded[STATE], loaded[WEIGHTS], loaded[OPTIMIZER]
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in weights.items():
