@@ -1,4 +1,5 @@
-"""Two processes (torchrun, gloo on CPU) train to the same model as one process with the same global batch."""
+"""Two processes (torchrun, gloo on CPU) train to the same model as one process with the same global batch;
+so does one process whose micro-batch is halved after an out-of-memory error (simulated on CPU)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,20 @@ def test_two_processes_resume_after_a_crash_mid_checkpoint(data, single, tmp_pat
     resumed = train(data, out, 2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_model(single, out)
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_global_batch(data, single, tmp_path):
+    out = tmp_path / "run"
+    proc = train(data, out, 1, env={"LSLLAMA_SIMULATE_OOM_ABOVE": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert "micro-batch 8 -> 4" in said and "micro-batch 4 -> 2" in said, said[-2000:]
+    assert_same_model(single, out)  # same global batch of 8, now in 4 micro-batches of 2
+
+
+def test_out_of_memory_at_micro_batch_one_stops_with_a_clear_error(data, tmp_path):
+    out = tmp_path / "run"
+    proc = train(data, out, 1, env={"LSLLAMA_SIMULATE_OOM_ABOVE": "0"})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: CUDA out of memory with a micro-batch of 1")
+    assert not (out / "results.json").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -180,6 +181,7 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
             local = shard(micro, rank, world)
             weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
             items = [train_items[i] for i in (local or micro[:1])]
+            _simulated_out_of_memory(len(items))
             enc = collate_items(items, pad_id, with_token_labels=task == "token")
             groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
             sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
@@ -285,6 +287,13 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
             writer.close()
     accelerator.wait_for_everyone()
     return results
+
+
+def _simulated_out_of_memory(micro_batch: int) -> None:
+    """Lets CPU tests take the out-of-memory path: LSLLAMA_SIMULATE_OOM_ABOVE=N fails any larger micro-batch."""
+    limit = os.environ.get("LSLLAMA_SIMULATE_OOM_ABOVE")
+    if limit is not None and micro_batch > int(limit):
+        raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {micro_batch} > {limit}")
 
 
 def _halve_micro_batch(batch: list[int], accumulation: int, world: int, bar: tqdm) -> int:
