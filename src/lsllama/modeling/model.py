@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -229,6 +230,13 @@ def build_model(
         for param in backbone.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
+        if dtype != torch.float32:
+            # Under autocast the adapters' matmuls run in `dtype` whatever their input; PEFT's cast of each
+            # adapted layer's input to the fp32 LoRA weights' dtype would only copy every activation (and
+            # back again in the backward pass): on a CPU step that is more memory traffic than the LoRA math.
+            for module in backbone.modules():
+                if isinstance(module, BaseTunerLayer):
+                    module.cast_input_dtype_enabled = False
     else:
         backbone.requires_grad_(False)
     model = LabelSupervisedModel(backbone, num_labels, task, cfg.pooling, dtype, problem, scaling)
