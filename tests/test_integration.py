@@ -25,3 +25,22 @@ def test_short_sst2_training_is_clearly_above_chance(tmp_path):
     metrics = clf.evaluate(max_samples=300)
     assert metrics["accuracy"] >= 0.7, metrics["accuracy"]
     assert clf.predict(["a masterpiece: moving, funny and beautifully made"]) == ["positive"]
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "conll2003").is_dir(), reason=f"no CoNLL-2003 under {DATA_ROOT}")
+def test_short_conll2003_training_finds_entities(tmp_path):
+    cfg = build_config(
+        task="token",
+        overrides={
+            "data": {"data": "conll2003", "max_train_samples": 400, "max_eval_samples": 200},
+            "train": {"epochs": 2, "tensorboard": False},
+        },
+    )
+    clf = Classifier.train(cfg, tmp_path / "conll", progress=False)
+    assert clf.config.model.bidirectional  # LS-unLLaMA is the token task's default
+    metrics = clf.evaluate(max_samples=200)
+    assert metrics["f1"] >= 0.45, metrics["f1"]
+    words = ["Angela", "Merkel", "met", "executives", "of", "Siemens", "in", "Munich", "on", "Tuesday", "."]
+    tags = clf.predict_tags([words])[0]
+    assert len(tags) == len(words) and tags[-1] == "O"
+    assert any(tag.endswith("PER") for tag in tags[:2]), tags

@@ -27,7 +27,7 @@ from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import sigmoid
 from lsllama.run import TOKENIZER, WEIGHTS, RunFolder
-from lsllama.training.loop import train as train_run
+from lsllama.training.loop import fit
 
 WORD_PATTERN = re.compile(r"\w+(?:['\-.]\w+)*|[^\w\s]")
 """Raw text -> words: runs of letters/digits (keeping inner ' - . as in "don't", "U.S", "1996-08-22"),
@@ -76,8 +76,12 @@ class Classifier:
     def train(
         cls, config: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
     ) -> Classifier:
-        train_run(config, output, resume=resume, progress=progress)
-        return cls.load(output)
+        _, model = fit(config, output, resume=resume, progress=progress)
+        if model is None:  # finished before: nothing in memory
+            return cls.load(output)
+        # The backbone in memory is the one a reload would read (its weights are frozen): only the best
+        # LoRA and head weights are read back, which keeps peak memory at the training run's.
+        return cls._with_best_weights(RunFolder.locate(Path(output)), model, next(model.parameters()).device)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device | None = None, merge: bool = True) -> Classifier:
@@ -86,14 +90,28 @@ class Classifier:
         run = RunFolder.locate(Path(run_dir))
         run.check_complete()
         config = run.config()
-        config.data.labels = run.labels()
         device = torch.device(device) if device is not None else default_device()
-        tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
         torch.manual_seed(config.train.seed)
-        model = build_model(config.model, config.task, len(config.data.labels), tokenizer, device, config.data.problem)
+        tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
+        labels = run.labels()
+        model = build_model(config.model, config.task, len(labels), tokenizer, device, config.data.problem)
+        return cls._with_best_weights(run, model, device, merge, tokenizer)
+
+    @classmethod
+    def _with_best_weights(
+        cls,
+        run: RunFolder,
+        model: LabelSupervisedModel,
+        device: torch.device,
+        merge: bool = True,
+        tokenizer: Any = None,
+    ) -> Classifier:
+        config = run.config()
+        config.data.labels = run.labels()
         model.load_weights(run.file(WEIGHTS))
         if merge:
             model.merge_adapters()
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(run.file(TOKENIZER))
         return cls(model, tokenizer, config, device)
 
     # ---- sequence task ----

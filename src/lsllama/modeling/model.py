@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lsllama.config import ModelConfig
 from lsllama.errors import RunError, UsageError
+from lsllama.heap import return_freed_tensors_to_the_system
 from lsllama.modeling.loading import load_backbone
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
@@ -215,6 +216,7 @@ def build_model(
 ) -> LabelSupervisedModel:
     """Backbone with masks set and LoRA injected, plus a fresh head; the same code builds for load
     (which then reads the weights and the problem's buffers, `scaling` included, from the run)."""
+    return_freed_tensors_to_the_system()
     dtype = resolve_dtype(cfg.precision, device)
     backbone = load_backbone(cfg.name, tokenizer, dtype, cfg.trust_remote_code, cfg.quantization)
     configure_attention(backbone, bool(cfg.bidirectional), cfg.unmask_from_layer)

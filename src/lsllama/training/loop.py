@@ -78,6 +78,14 @@ def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.
 def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True) -> dict[str, Any]:
     """Train a run into `output` and return its results. Re-running on a finished run returns its results;
     on a run with checkpoints it resumes (unless `resume=False`, which starts over)."""
+    return fit(cfg, output, resume, progress)[0]
+
+
+def fit(
+    cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
+) -> tuple[dict[str, Any], LabelSupervisedModel | None]:
+    """`train`, also handing back the trained model (last weights; None if the run was already finished),
+    so that a caller can predict without loading the backbone a second time."""
     cfg = cfg.resolved()
     task, run = cfg.task, RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
@@ -100,7 +108,7 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
     if resume is not False and run.file(CONFIG).is_file():
         _check_same_run(run, cfg)
         if run.finished:
-            return run.results()
+            return run.results(), None
     train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
     val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
     torch.manual_seed(cfg.train.seed)
@@ -286,7 +294,7 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
         if writer:
             writer.close()
     accelerator.wait_for_everyone()
-    return results
+    return results, unwrapped
 
 
 def _simulated_out_of_memory(micro_batch: int) -> None:
