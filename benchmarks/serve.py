@@ -147,7 +147,7 @@ def main() -> None:
         "unbatched_p50_ms": results["unbatched"]["p50_ms"],
         "unbatched_p99_ms": results["unbatched"]["p99_ms"],
         "failures": results["batched"]["failures"] + results["unbatched"]["failures"],
-        "run": str(run),
+        "run": str(run.resolve().relative_to(HERE.parent)) if run.resolve().is_relative_to(HERE.parent) else str(run),
         "requests": args.requests,
         "concurrency": args.concurrency,
         "settings": results,
