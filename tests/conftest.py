@@ -32,7 +32,7 @@ def tokenizer():
 def make_model(tokenizer):
     def make(task: str = "sequence", num_labels: int = 3, **model_kwargs):
         torch.manual_seed(0)
-        cfg = ModelConfig(name="tiny-random", precision="fp32", **model_kwargs)
+        cfg = ModelConfig(**{"name": "tiny-random", "precision": "fp32", **model_kwargs})
         return build_model(cfg, task, num_labels, tokenizer, torch.device("cpu")).eval()
 
     return make

@@ -78,3 +78,21 @@ def test_merged_inference_model_predicts_like_the_adapter_model(trained):
     merged, adapters = Classifier.load(out), Classifier.load(out, merge=False)
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
     np.testing.assert_allclose(merged.predict_proba(texts), adapters.predict_proba(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_adapters_take_bf16_activations_without_copies_and_still_get_gradients(make_model, precision):
+    """Under bf16 autocast PEFT's cast of each adapted layer's input to the fp32 LoRA dtype is switched
+    off (autocast decides the matmul dtype); LoRA weights stay fp32 and receive gradients either way."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = make_model(precision=precision).train()
+    layers = [m for m in model.backbone.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers and all(m.cast_input_dtype_enabled == (precision == "fp32") for m in layers)
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]])
+    model(ids, torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])).sum().backward()
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert all(p.dtype == torch.float32 and p.grad is not None for p in lora.values())
+    # B starts at zero, so only B's first gradient is non-zero
+    assert all(p.grad.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)

@@ -2,9 +2,10 @@
 
 glibc raises its mmap threshold each time a large block is freed, so after the first training steps
 activations come from the heap, and what is freed there stays mapped: RSS then grows with every new
-batch shape (SmolLM2-135M went from 0.8 to 2.0 GB in six steps of SST-2, with 0.3 GB of live
-tensors). A fixed threshold keeps large blocks in their own mappings, returned to the system when
-freed (0.95 GB after the same six steps). Elsewhere (macOS, musl) this does nothing.
+batch shape, far beyond the live tensors (`benchmarks/profile_step.py` prints both after each step).
+A fixed threshold keeps large blocks in their own mappings, returned to the system when freed. It is
+set at 1 MiB: lower thresholds kept RSS lower still but made CPU steps markedly slower (every
+activation then costs a fresh mapping and its page faults). Elsewhere (macOS, musl) this does nothing.
 """
 
 from __future__ import annotations
