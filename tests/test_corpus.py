@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -68,12 +69,18 @@ def test_corpus_is_large_and_covers_every_kind_of_input():
 @pytest.mark.parametrize("case_id", list(CASES))
 def test_malformed_input(case_id, finished_run, tmp_path):
     case = CASES[case_id]
+    if case.get("without_cuda") and torch.cuda.is_available():
+        pytest.skip("only an error where CUDA is missing")
     template_run, toy = finished_run
-    run, out = tmp_path / "run", tmp_path / "out"
+    run, out, existing = tmp_path / "run", tmp_path / "out", tmp_path / "existing"
     shutil.copytree(template_run, run)
     damage(run, case.get("run", {}))
-    before, corpus_before = snapshot(run), snapshot(CORPUS)
-    args = case["args"].format(corpus=CORPUS, out=out, run=run, toy=toy, tiny="--model tiny-random --quiet")
+    existing.mkdir()
+    (existing / "keep.txt").write_text("not lsllama's")
+    before, corpus_before, existing_before = snapshot(run), snapshot(CORPUS), snapshot(existing)
+    args = case["args"].format(
+        corpus=CORPUS, out=out, run=run, toy=toy, existing=existing, tiny="--model tiny-random --quiet"
+    )
 
     result = runner.invoke(app, shlex.split(args))
 
@@ -86,6 +93,7 @@ def test_malformed_input(case_id, finished_run, tmp_path):
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
     assert snapshot(run) == before, "the run folder was changed"
     assert snapshot(CORPUS) == corpus_before, "something was written into the corpus"
+    assert snapshot(existing) == existing_before, "an existing folder was changed"
     if "leaves" in case:  # a runtime failure keeps what lets the user resume, and nothing claims success
         left = {p.name for p in out.iterdir()}
         assert set(case["leaves"]) <= left and "results.json" not in left, left
@@ -95,8 +103,25 @@ def test_malformed_input(case_id, finished_run, tmp_path):
 
 def test_debug_flag_shows_the_traceback(tmp_path):
     args = CASES["jsonl-malformed-json"]["args"].format(
-        corpus=CORPUS, out=tmp_path / "out", run="", toy="", tiny="--model tiny-random --quiet"
+        corpus=CORPUS, out=tmp_path / "out", run="", toy="", existing="", tiny="--model tiny-random --quiet"
     )
     result = runner.invoke(app, ["--debug", *shlex.split(args)])
     assert result.exit_code != 0
     assert type(result.exception).__name__ == "DataError"
+
+
+def test_config_file_values_are_read_as_users_write_them(tmp_path):
+    """The counterpart of the YAML cases: `1e-4` (a string to YAML 1.1), ints for floats, lists and nulls
+    are accepted, and a run's own saved config.yaml reads back unchanged."""
+    from lsllama.config import RunConfig, build_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "model:\n  lora_targets: [q_proj, v_proj]\n  unmask_from_layer: null\n"
+        "train:\n  learning_rate: 1e-4\n  epochs: 2\n  max_grad_norm: 1\n"
+    )
+    cfg = build_config(config_file=path).resolved()
+    assert cfg.train.learning_rate == 1e-4 and cfg.train.epochs == 2.0
+    assert cfg.model.lora_targets == ["q_proj", "v_proj"]
+    cfg.save(tmp_path / "saved.yaml")
+    assert RunConfig.load(tmp_path / "saved.yaml") == cfg

@@ -233,10 +233,24 @@ def _build_section(kind: type, raw: Any, source: str) -> Any:
     unknown = set(raw) - set(hints)
     if unknown:
         raise UsageError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
+    values = {}
     for key, value in raw.items():
+        value = _yaml_number(value, hints[key])
         if not _has_type(value, hints[key]):
             raise UsageError(f"{source}.{key}: expected {_type_name(hints[key])}, got {value!r}")
-    return kind(**raw)
+        values[key] = value
+    return kind(**values)
+
+
+def _yaml_number(value: Any, hint: Any) -> Any:
+    """YAML 1.1 reads `1e-4` (no dot) as a string; where a float is expected, take it as the number it is."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if isinstance(value, str) and float in options:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -295,8 +309,15 @@ def build_config(
         raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     file_layer: dict[str, Any] = {}
     if config_file is not None:
-        RunConfig.load(config_file)  # validates keys and YAML syntax, with the file named in errors
-        file_layer = yaml.safe_load(Path(config_file).read_text()) or {}
+        loaded = RunConfig.load(config_file)  # validates keys, types and YAML syntax, naming the file in errors
+        raw = yaml.safe_load(Path(config_file).read_text()) or {}
+        # Only the keys the file sets, as the loaded (type-checked, converted) values.
+        file_layer = {
+            key: {name: getattr(getattr(loaded, key), name) for name in (value or {})}
+            if key in ("model", "data", "train")
+            else value
+            for key, value in raw.items()
+        }
     cfg = RunConfig(task=task or file_layer.get("task") or "sequence")
     layers: list[dict[str, Any]] = []
     if cfg.task == "token":

@@ -11,7 +11,6 @@ activation then costs a fresh mapping and its page faults). Elsewhere (macOS, mu
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 M_MMAP_THRESHOLD = -3
@@ -21,10 +20,8 @@ THRESHOLD_BYTES = 1 << 20
 @functools.cache
 def return_freed_tensors_to_the_system() -> bool:
     """Called before a model is built; True where the heap was tuned."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
     except (OSError, AttributeError):
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD_BYTES))

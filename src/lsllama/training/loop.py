@@ -84,8 +84,8 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
 def fit(
     cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
 ) -> tuple[dict[str, Any], LabelSupervisedModel | None]:
-    """`train`, also handing back the trained model (last weights; None if the run was already finished),
-    so that a caller can predict without loading the backbone a second time."""
+    """`train`, also handing back the trained model (last weights; None if the run was already finished or
+    ran in several processes), so that a caller can predict without loading the backbone a second time."""
     cfg = cfg.resolved()
     task, run = cfg.task, RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
@@ -294,7 +294,8 @@ def fit(
         if writer:
             writer.close()
     accelerator.wait_for_everyone()
-    return results, unwrapped
+    # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone: callers reload those.
+    return results, unwrapped if world == 1 else None
 
 
 def _simulated_out_of_memory(micro_batch: int) -> None:
