@@ -189,7 +189,8 @@ def fit(
             local = shard(micro, rank, world)
             weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
             items = [train_items[i] for i in (local or micro[:1])]
-            _simulated_out_of_memory(len(items))
+            if oom_above is not None and len(items) > oom_above:
+                raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {len(items)} > {oom_above}")
             enc = collate_items(items, pad_id, with_token_labels=task == "token")
             groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
             sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
@@ -203,6 +204,8 @@ def fit(
         return accelerator.reduce(step_loss, "sum").item(), tokens
 
     accumulation = cfg.train.gradient_accumulation
+    # CPU tests take the out-of-memory path: LSLLAMA_SIMULATE_OOM_ABOVE=N fails any larger micro-batch.
+    oom_above = int(os.environ["LSLLAMA_SIMULATE_OOM_ABOVE"]) if "LSLLAMA_SIMULATE_OOM_ABOVE" in os.environ else None
     model.train()
     while state.global_step < total_steps and not state.stopped_early:
         batches = plan(state.epoch)
@@ -296,13 +299,6 @@ def fit(
     accelerator.wait_for_everyone()
     # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone: callers reload those.
     return results, unwrapped if world == 1 else None
-
-
-def _simulated_out_of_memory(micro_batch: int) -> None:
-    """Lets CPU tests take the out-of-memory path: LSLLAMA_SIMULATE_OOM_ABOVE=N fails any larger micro-batch."""
-    limit = os.environ.get("LSLLAMA_SIMULATE_OOM_ABOVE")
-    if limit is not None and micro_batch > int(limit):
-        raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {micro_batch} > {limit}")
 
 
 def _halve_micro_batch(batch: list[int], accumulation: int, world: int, bar: tqdm) -> int:
