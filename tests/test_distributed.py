@@ -21,6 +21,8 @@ pytestmark = pytest.mark.skipif(
     reason="torchrun not installed",
 )
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+FSDP_CONFIG = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 # Dropout masks are drawn per process, so the equivalence is checked without LoRA dropout.
 ARGS = [
     "--model",
@@ -49,9 +51,15 @@ def data(tmp_path_factory) -> Path:
     return folder
 
 
-def train(data: Path, out: Path, processes: int, env: dict | None = None) -> subprocess.CompletedProcess:
+def train(
+    data: Path, out: Path, processes: int, env: dict | None = None, fsdp: bool = False
+) -> subprocess.CompletedProcess:
     cli = ["-m", "lsllama.cli", "train", "--data", str(data), "--output", str(out), *ARGS]
-    if processes == 1:
+    if fsdp:  # the shipped config, as users launch it; LSLLAMA_FSDP_ON_CPU keeps accelerate from dropping FSDP on CPU
+        config = ["--config_file", str(FSDP_CONFIG), "--num_processes", str(processes), "--main_process_port", "0"]
+        cmd = [ACCELERATE, "launch", *config, *cli]
+        env = {"LSLLAMA_FSDP_ON_CPU": "1", **(env or {})}
+    elif processes == 1:
         cmd = [sys.executable, *cli]
     else:
         cmd = [TORCHRUN, "--standalone", "--nproc_per_node", str(processes), *cli]
@@ -89,6 +97,36 @@ def test_two_processes_resume_after_a_crash_mid_checkpoint(data, single, tmp_pat
     assert crashed.returncode != 0
     assert (out / "checkpoints").is_dir() and not (out / "results.json").exists()
     resumed = train(data, out, 2)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_model(single, out)
+
+
+def test_fsdp_shards_the_model_and_matches_one_process(data, single, tmp_path):
+    """torch's FSDP 2 over 2 gloo processes: weights and checkpoints are gathered into full tensors."""
+    out = tmp_path / "run"
+    proc = train(data, out, 2, fsdp=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["distributed"] == {"processes": 2, "mode": "FSDP"}
+    assert_same_model(single, out)
+    last = sorted((out / "checkpoints").iterdir())[-1]
+    a, b = (
+        load_file(str(last / "weights.safetensors")),
+        load_file(str(single / "checkpoints" / last.name / "weights.safetensors")),
+    )
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)  # full tensors, not one shard
+    moments = [torch.load(r / "checkpoints" / last.name / "optimizer.pt", weights_only=True) for r in (out, single)]
+    for name, kept in moments[1]["optimizer"]["state"].items():
+        torch.testing.assert_close(
+            moments[0]["optimizer"]["state"][name]["exp_avg"], kept["exp_avg"], atol=1e-6, rtol=1e-4
+        )
+
+
+def test_fsdp_resumes_after_a_crash_mid_checkpoint(data, single, tmp_path):
+    out = tmp_path / "run"
+    crashed = train(data, out, 2, env={"LSLLAMA_FAILPOINT": "checkpoint-write-6"}, fsdp=True)
+    assert crashed.returncode != 0
+    assert (out / "checkpoints").is_dir() and not (out / "results.json").exists()
+    resumed = train(data, out, 2, fsdp=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_model(single, out)
 

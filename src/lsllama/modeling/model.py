@@ -143,6 +143,11 @@ class LabelSupervisedModel(nn.Module):
         buffers = {n: b.detach().contiguous() for n, b in self.named_buffers() if n in DECISION_BUFFERS}
         return {**self.trainable_state_dict(), **buffers}
 
+    def saved_names(self) -> set[str]:
+        """Names of what a run keeps, without touching the tensors (they may be shards of other processes')."""
+        buffers = {n for n, _ in self.named_buffers() if n in DECISION_BUFFERS}
+        return {n for n, p in self.named_parameters() if p.requires_grad} | buffers
+
     def save_weights(self, path: Path) -> None:
         save_file(self.saved_state_dict(), str(path))
 
@@ -151,7 +156,7 @@ class LabelSupervisedModel(nn.Module):
             state = load_file(str(path))
         except Exception as exc:  # safetensors raises several types for a corrupt file
             raise RunError(f"{path}: cannot read weights ({exc})") from None
-        expected = set(self.saved_state_dict())
+        expected = self.saved_names()
         missing, unexpected = expected - set(state), set(state) - expected
         if missing or unexpected:
             raise RunError(

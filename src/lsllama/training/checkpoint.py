@@ -63,17 +63,15 @@ def save_checkpoint(
     run: RunFolder,
     state: TrainerState,
     weights: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
+    optimizer: dict[str, Any],
+    scheduler: dict[str, Any],
     keep: int,
 ) -> Path:
+    """Write a checkpoint of full tensors (gathered from every process, see `distributed`)."""
     target = run.file(CHECKPOINTS) / f"step-{state.global_step:08d}"
     tmp = atomic_folder(target)
     save_file(weights, str(tmp / WEIGHTS))
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()},
-        tmp / OPTIMIZER,
-    )
+    torch.save({"optimizer": optimizer, "scheduler": scheduler, "rng": _rng_state()}, tmp / OPTIMIZER)
     failpoint(f"checkpoint-write-{state.global_step}")
     (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
     commit_folder(tmp, target)
@@ -98,9 +96,20 @@ def remove_stale_temporaries(run: RunFolder) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> TrainerState:
+@dataclass
+class Checkpoint:
+    state: TrainerState
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+
+    def restore_rng(self) -> None:
+        _set_rng_state(self.rng)
+
+
+def load_checkpoint(path: Path, expected: set[str]) -> Checkpoint:
+    """Read a checkpoint whose weights must be exactly `expected` (the model's saved names)."""
     readers = {
         STATE: lambda file: TrainerState(**json.loads(file.read_text())),
         WEIGHTS: lambda file: load_file(str(file)),
@@ -115,12 +124,12 @@ def load_checkpoint(
                 f"{path / name}: corrupt checkpoint ({type(exc).__name__}: {exc}); "
                 f"delete {path} to resume from an earlier one"
             ) from None
-    state, weights, extra = loaded[STATE], loaded[WEIGHTS], loaded[OPTIMIZER]
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, tensor in weights.items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(extra["optimizer"])
-    scheduler.load_state_dict(extra["scheduler"])
-    _set_rng_state(extra["rng"])
-    return state
+    weights, extra = loaded[WEIGHTS], loaded[OPTIMIZER]
+    if set(weights) != expected:
+        raise RunError(
+            f"{path / WEIGHTS}: weights do not match the run's config (missing {len(expected - set(weights))}, "
+            f"unexpected {len(set(weights) - expected)} tensors)"
+        )
+    if not (isinstance(extra, dict) and {"optimizer", "scheduler", "rng"} <= set(extra)):
+        raise RunError(f"{path / OPTIMIZER}: not an lsllama checkpoint (optimizer, scheduler and rng state expected)")
+    return Checkpoint(loaded[STATE], weights, extra["optimizer"], extra["scheduler"], extra["rng"])

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from accelerate import Accelerator
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
@@ -27,7 +27,7 @@ from lsllama.config import RunConfig
 from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
 from lsllama.data.encoding import IGNORE, Item, encode_examples
-from lsllama.errors import TrainingError, UsageError
+from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
@@ -40,6 +40,7 @@ from lsllama.training.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
+from lsllama.training.distributed import describe, gather_optimizer_state, gather_weights, make_accelerator, restore
 
 # Settings that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"tensorboard", "keep_checkpoints", "eval_batch_size", "trust_remote_code"}
@@ -92,8 +93,7 @@ def fit(
         raise UsageError(f"--output {run.path}: exists and is not a folder")
     if resume and not list_checkpoints(run):
         raise UsageError(f"--resume: {run.path} has no checkpoint to resume from")
-    # cpu=True lets accelerate pick gloo under torchrun on a machine without GPUs (else it stays single-process).
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
 
@@ -123,10 +123,11 @@ def fit(
     optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
-    state = TrainerState()
+    saved = model.saved_names()
     checkpoints = list_checkpoints(run) if resume is not False else []
-    if checkpoints:
-        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler)
+    resume_from = load_checkpoint(checkpoints[-1], saved) if checkpoints else None
+    state = resume_from.state if resume_from else TrainerState()
+    if resume_from:
         if main:  # the log continues from the checkpoint: events after it will be written again
             _truncate_log(run, state.global_step)
             remove_stale_temporaries(run)
@@ -135,6 +136,14 @@ def fit(
     accelerator.wait_for_everyone()
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: LabelSupervisedModel = accelerator.unwrap_model(model)
+    if resume_from:  # into the prepared model: under FSDP each process keeps its shard of the full tensors
+        try:
+            restore(model, optimizer, resume_from.weights, resume_from.optimizer)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise RunError(f"{checkpoints[-1]}: cannot resume from this checkpoint ({exc})") from None
+        scheduler.load_state_dict(resume_from.scheduler)
+        resume_from.restore_rng()
+        del resume_from
 
     writer = None
     if main and cfg.train.tensorboard:
@@ -160,8 +169,7 @@ def fit(
             state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
             if "thresholds" in metrics:  # multi-label: the thresholds tuned for these weights are kept with them
                 unwrapped.set_thresholds(list(metrics["thresholds"].values()))
-            if main:
-                _save_weights(unwrapped, run)
+            save_model()
         else:
             state.evals_without_improvement += 1
         if main:
@@ -173,11 +181,17 @@ def fit(
             bar.write(f"step {state.global_step}: validation {metric} {value:.4f}" + (" (best)" if improved else ""))
         return metrics
 
-    def checkpoint() -> None:
+    def save_model() -> None:  # collective: every process joins the gather, rank 0 writes
+        weights = gather_weights(model, saved)
         if main:
-            save_checkpoint(
-                run, state, unwrapped.trainable_state_dict(), optimizer, scheduler, cfg.train.keep_checkpoints
-            )
+            tmp = run.file(f".{WEIGHTS}.tmp")
+            save_file(weights, str(tmp))
+            tmp.replace(run.file(WEIGHTS))
+
+    def checkpoint() -> None:  # collective, like save_model
+        weights, optimizer_state = gather_weights(model, saved), gather_optimizer_state(model, optimizer)
+        if main:
+            save_checkpoint(run, state, weights, optimizer_state, scheduler.state_dict(), cfg.train.keep_checkpoints)
         accelerator.wait_for_everyone()
 
     def forward_backward(batch: list[int], accumulation: int) -> tuple[float, int]:
@@ -265,8 +279,8 @@ def fit(
     if val_examples and last_eval_step != state.global_step and not state.stopped_early:
         evaluate_and_keep_best()
         checkpoint()
-    if not val_examples and main:
-        _save_weights(unwrapped, run)  # no validation split: the last weights are the model
+    if not val_examples:
+        save_model()  # no validation split: the last weights are the model
     accelerator.wait_for_everyone()
     results = {
         "best_step": state.best_step,
@@ -282,6 +296,7 @@ def fit(
             "samples_per_second": samples_seen / step_seconds if step_seconds else None,
         },
         "validation_examples": len(val_examples),
+        "distributed": describe(accelerator, model),
     }
     if val_examples:
         best_eval = [e for e in _read_log(run) if e.get("event") == "eval" and e["step"] == state.best_step]
@@ -348,12 +363,6 @@ def _start_run_folder(run: RunFolder, cfg: RunConfig, labels: LabelSet, tokenize
 
 def _yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-def _save_weights(model: LabelSupervisedModel, run: RunFolder) -> None:
-    tmp = run.file(f".{WEIGHTS}.tmp")
-    model.save_weights(tmp)
-    tmp.replace(run.file(WEIGHTS))
 
 
 def _read_log(run: RunFolder) -> list[dict[str, Any]]:
