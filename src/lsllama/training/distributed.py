@@ -4,7 +4,10 @@ Weights and optimizer state leave and re-enter training through torch.distribute
 state-dict functions: they gather FSDP shards into full tensors, strip DDP's `module.` prefix, and
 do nothing special for a plain module, so one process and many share one code path and one file
 format (full tensors, keyed by parameter name). Under FSDP they are collective: every rank calls
-them, and only rank 0 receives the tensors (and writes them).
+them, and only rank 0 receives the tensors (and writes them). They are handed the unwrapped module,
+whose parameters are the real ones (full under DDP and DeepSpeed ZeRO-1/2, DTensor shards under FSDP).
+DeepSpeed partitions optimizer state (ZeRO-1/2) and parameters (ZeRO-3) in its own objects, which
+these functions do not gather: under DeepSpeed, checkpoints for resuming are not supported yet.
 """
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def fit(
     unwrapped: LabelSupervisedModel = accelerator.unwrap_model(model)
     if resume_from:  # into the prepared model: under FSDP each process keeps its shard of the full tensors
         try:
-            restore(model, optimizer, resume_from.weights, resume_from.optimizer)
+            restore(unwrapped, optimizer, resume_from.weights, resume_from.optimizer)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise RunError(f"{checkpoints[-1]}: cannot resume from this checkpoint ({exc})") from None
         scheduler.load_state_dict(resume_from.scheduler)
@@ -182,14 +182,14 @@ def fit(
         return metrics
 
     def save_model() -> None:  # collective: every process joins the gather, rank 0 writes
-        weights = gather_weights(model, saved)
+        weights = gather_weights(unwrapped, saved)
         if main:
             tmp = run.file(f".{WEIGHTS}.tmp")
             save_file(weights, str(tmp))
             tmp.replace(run.file(WEIGHTS))
 
     def checkpoint() -> None:  # collective, like save_model
-        weights, optimizer_state = gather_weights(model, saved), gather_optimizer_state(model, optimizer)
+        weights, optimizer_state = gather_weights(unwrapped, saved), gather_optimizer_state(unwrapped, optimizer)
         if main:
             save_checkpoint(run, state, weights, optimizer_state, scheduler.state_dict(), cfg.train.keep_checkpoints)
         accelerator.wait_for_everyone()
@@ -296,7 +296,7 @@ def fit(
             "samples_per_second": samples_seen / step_seconds if step_seconds else None,
         },
         "validation_examples": len(val_examples),
-        "distributed": describe(accelerator, model),
+        "distributed": describe(accelerator, unwrapped),
     }
     if val_examples:
         best_eval = [e for e in _read_log(run) if e.get("event") == "eval" and e["step"] == state.best_step]
