@@ -7,7 +7,7 @@ format (full tensors, keyed by parameter name). Under FSDP they are collective: 
 them, and only rank 0 receives the tensors (and writes them). They are handed the unwrapped module,
 whose parameters are the real ones (full under DDP and DeepSpeed ZeRO-1/2, DTensor shards under FSDP).
 DeepSpeed partitions optimizer state (ZeRO-1/2) and parameters (ZeRO-3) in its own objects, which
-these functions do not gather: under DeepSpeed, checkpoints for resuming are not supported yet.
+these functions do not gather: under DeepSpeed, the loop writes no checkpoints for resuming (it says so).
 """
 
 from __future__ import annotations

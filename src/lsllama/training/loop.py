@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
+from accelerate.utils import DistributedType
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -188,7 +189,13 @@ def fit(
             save_file(weights, str(tmp))
             tmp.replace(run.file(WEIGHTS))
 
+    resumable = accelerator.distributed_type != DistributedType.DEEPSPEED  # see training/distributed.py
+    if not resumable and main:
+        bar.write("note: under DeepSpeed no checkpoints for resuming are written (the best weights still are)")
+
     def checkpoint() -> None:  # collective, like save_model
+        if not resumable:
+            return
         weights, optimizer_state = gather_weights(unwrapped, saved), gather_optimizer_state(unwrapped, optimizer)
         if main:
             save_checkpoint(run, state, weights, optimizer_state, scheduler.state_dict(), cfg.train.keep_checkpoints)
