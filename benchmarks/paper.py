@@ -256,6 +256,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--cache-dir", type=Path, default=HERE / "cache" / "paper")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the report from the runs finished so far, run nothing"
+    )
     return parser.parse_args()
 
 
@@ -276,9 +279,9 @@ def main() -> None:
     tokenizer = load_tokenizer(model_path)
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in build_plan(budget)]
     estimates = {run: estimate_seconds(run, ctx, tokenizer) for run, _, _ in plan}
-    todo = [(run, path, key) for run, path, key in plan if not path.is_file()]
+    todo = [] if args.report_only else [(run, path, key) for run, path, key in plan if not path.is_file()]
     print(
-        f"{len(plan)} runs, {len(plan) - len(todo)} cached; estimated {sum(estimates.values()) / 60:.0f} min for "
+        f"{len(plan)} runs, {sum(path.is_file() for _, path, _ in plan)} cached; estimated {sum(estimates.values()) / 60:.0f} min for "
         f"all, {sum(estimates[run] for run, _, _ in todo) / 60:.0f} min for what is left "
         "(at rates measured for SmolLM2-135M on 2 CPU cores)",
         flush=True,
@@ -318,8 +321,9 @@ def main() -> None:
         model=args.model,
         budget=budget,
         data=data,
-        records=[json.loads(path.read_text()) for _, path, _ in plan],
+        records=[json.loads(path.read_text()) for _, path, _ in plan if path.is_file()],
         estimated_seconds=sum(estimates.values()),
+        planned=len(plan),
         unmask_layer=half_of_layers(model_path),
     )
     print(write_report(results_dir, report))

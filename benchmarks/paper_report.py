@@ -46,6 +46,8 @@ class Report:
     data: dict[str, PreparedData]
     records: list[dict[str, Any]]
     estimated_seconds: float
+    planned: int
+    """Runs in the plan; `records` may hold fewer when the report is written before the suite ends."""
     unmask_layer: int
     """K of the layer-wise row (half the backbone's layers), for its label."""
 
@@ -59,7 +61,7 @@ class Stats:
     """Mean wall time per run."""
 
     def text(self) -> str:
-        return f"{self.mean:.3f} ± {self.std:.3f}" if self.n > 1 else f"{self.mean:.3f} (1 run)"
+        return f"{self.mean:.3f} ± {self.std:.3f} ({self.n} seeds)" if self.n > 1 else f"{self.mean:.3f} (1 run)"
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str], Stats]:
@@ -136,6 +138,11 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
     for name in report.budget.datasets:
         data, title = report.data[name], DATASETS[name].title
         primary = PRIMARY_LS[data.task]
+        needed = [m for m in _rows(report) if METHODS[m].task == data.task]
+        missing = [m for m in needed if (name, m) not in stats]
+        if missing:
+            lines.append(f"- **{title}**: not yet run: {', '.join(missing)}; no finding.")
+            continue
         ls = stats[name, primary]
         metric = METRIC_TITLE[METRIC[data.task]]
         head = f"- **{title}** ({metric} on {data.reported}; LS = {_label(primary, report)}, {ls.text()}):"
@@ -237,6 +244,15 @@ def write_report(results_dir: Path, report: Report) -> str:
     stats = aggregate(report.records)
     budget = report.budget
     measured = sum(record["seconds"] for record in report.records)
+    partial = (
+        [
+            f"**Partial report: {len(report.records)} of the {report.planned} planned runs had finished when it "
+            "was written; a cell shows the runs that exist.**",
+            "",
+        ]
+        if len(report.records) < report.planned
+        else []
+    )
     lines = [
         "# Label-supervised finetuning at small scale: LS against prompting, SFT and classic baselines",
         "",
@@ -247,6 +263,7 @@ def write_report(results_dir: Path, report: Report) -> str:
         f"rows. Estimated {report.estimated_seconds / 60:.0f} min on 2 CPU cores (rates measured for "
         f"SmolLM2-135M); the runs below took {measured / 60:.0f} min.",
         "",
+        *partial,
         "Scores on the reported split: mean ± standard deviation over seeds (test where the data set has one).",
         "",
         *tables(report, stats),
