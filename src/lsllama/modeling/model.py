@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -135,21 +135,10 @@ class LabelSupervisedModel(nn.Module):
         ):
             self.backbone = self.backbone.merge_and_unload()
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().contiguous() for n, p in self.named_parameters() if p.requires_grad}
-
-    def saved_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a run keeps: the trained weights and the problem's decision buffers."""
-        buffers = {n: b.detach().contiguous() for n, b in self.named_buffers() if n in DECISION_BUFFERS}
-        return {**self.trainable_state_dict(), **buffers}
-
     def saved_names(self) -> set[str]:
         """Names of what a run keeps, without touching the tensors (they may be shards of other processes')."""
         buffers = {n for n, _ in self.named_buffers() if n in DECISION_BUFFERS}
         return {n for n, p in self.named_parameters() if p.requires_grad} | buffers
-
-    def save_weights(self, path: Path) -> None:
-        save_file(self.saved_state_dict(), str(path))
 
     def load_weights(self, path: Path) -> None:
         try:
