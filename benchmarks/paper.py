@@ -280,8 +280,9 @@ def main() -> None:
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in build_plan(budget)]
     estimates = {run: estimate_seconds(run, ctx, tokenizer) for run, _, _ in plan}
     todo = [] if args.report_only else [(run, path, key) for run, path, key in plan if not path.is_file()]
+    cached = sum(path.is_file() for _, path, _ in plan)
     print(
-        f"{len(plan)} runs, {sum(path.is_file() for _, path, _ in plan)} cached; estimated {sum(estimates.values()) / 60:.0f} min for "
+        f"{len(plan)} runs, {cached} cached; estimated {sum(estimates.values()) / 60:.0f} min for "
         f"all, {sum(estimates[run] for run, _, _ in todo) / 60:.0f} min for what is left "
         "(at rates measured for SmolLM2-135M on 2 CPU cores)",
         flush=True,

@@ -7,7 +7,7 @@ re-render after more (or different) runs cannot leave a stale claim behind.
 from __future__ import annotations
 
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from math import hypot
 from pathlib import Path
@@ -93,7 +93,11 @@ def _rows(report: Report) -> list[str]:
 def _column(name: str, report: Report) -> str:
     data = report.data[name]
     metric = METRIC_TITLE[METRIC[data.task]]
-    return f"{DATASETS[name].title}<br>{metric}, {data.reported}, n={len(data.examples(data.reported))}"
+    rows = data.examples(data.reported)
+    head = f"{DATASETS[name].title}<br>{metric}, {data.reported}, n={len(rows)}"
+    if data.task == "sequence":  # what always answering the most frequent label scores: the floor of "learned"
+        head += f", majority class {Counter(e.label for e in rows).most_common(1)[0][1] / len(rows):.3f}"
+    return head
 
 
 def tables(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
