@@ -264,8 +264,8 @@ def write_report(results_dir: Path, report: Report) -> str:
         "",
         f"Budget: {budget.rows:,} training rows per data set (CoNLL-2003: sentences), a fixed seeded sample; at "
         f"most {budget.eval_rows:,} fixed rows of each evaluation split; seeds {budget.seed_list} for the main "
-        f"rows. Estimated {report.estimated_seconds / 60:.0f} min on 2 CPU cores (rates measured for "
-        f"SmolLM2-135M); the runs below took {measured / 60:.0f} min.",
+        f"rows. Estimated {report.estimated_seconds / 60:.0f} min on 2 CPU cores (rates fitted to "
+        f"earlier runs of SmolLM2-135M); the runs below took {measured / 60:.0f} min.",
         "",
         *partial,
         "Scores on the reported split: mean ± standard deviation over seeds (test where the data set has one).",

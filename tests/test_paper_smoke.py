@@ -1,4 +1,5 @@
-"""benchmarks/paper.py end to end on a tiny random model, and the answer parser its baselines rely on."""
+"""benchmarks/paper.py end to end on a tiny random model, the answer parser its baselines rely on, and the
+fit of its time estimate."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from benchmarks.baselines.generative import parse_label
+from benchmarks.paper import calibrate, estimate_seconds
+from benchmarks.paper_plan import Run
 
 from .conftest import DATA_ROOT, REPO
 
@@ -57,3 +60,15 @@ def test_paper_smoke_run_writes_table_chart_and_one_json_per_run_then_resumes(tm
 
     again = subprocess.run(command, cwd=REPO, check=True, timeout=300, capture_output=True, text=True)
     assert "11 runs, 11 cached" in again.stdout
+
+
+def test_calibrate_recovers_the_rates_and_ignores_a_seed_slowed_by_a_shared_cpu():
+    true = {"load": 5.0, "train_tokens": 0.003, "decode_tokens": 0.02}
+    workloads, seconds = {}, {}
+    for index, (train, decode) in enumerate([(1e4, 0), (3e4, 0), (2e4, 500), (5e4, 2000), (4e4, 1000), (1e4, 3000)]):
+        for seed in (42, 43):
+            run = Run(f"data{index}", "method", seed)
+            workloads[run] = {"load": 1, "train_tokens": train, "decode_tokens": decode}
+            seconds[run] = estimate_seconds(workloads[run], true) * (3.0 if (index, seed) == (3, 42) else 1.0)
+    fitted = calibrate(workloads, seconds)
+    assert fitted == pytest.approx(true, rel=0.02)
