@@ -2,7 +2,7 @@
 
     python benchmarks/paper.py [--quick] [--model smollm2-135m] [--rows N] [--eval-rows N] [--seeds N]
                                [--datasets NAME ...] [--results-dir DIR] [--cache-dir DIR] [--dry-run]
-                               [--report-only] [--calibrate]
+                               [--report-only] [--report-name NAME] [--calibrate]
 
 Every method sees the same fixed samples of SST-2, SST-5, AG News, Twitter Financial News and
 CoNLL-2003 ($LSLLAMA_DATA): LS variants through lsllama's API, zero-shot prompting and instruction SFT
@@ -304,6 +304,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=HERE / "cache" / "paper")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
     parser.add_argument(
+        "--report-name", help="file name of the report under --results-dir (default: paper, --quick: paper_quick)"
+    )
+    parser.add_argument(
         "--calibrate", action="store_true", help="fit the time estimate's rates to the finished runs, print them"
     )
     parser.add_argument(
@@ -383,7 +386,7 @@ def main() -> None:
         planned=len(plan),
         unmask_layer=half_of_layers(model_path),
     )
-    print(write_report(results_dir, report))
+    print(write_report(results_dir, report, args.report_name or ("paper_quick" if args.quick else "paper")))
 
 
 if __name__ == "__main__":

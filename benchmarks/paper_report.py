@@ -243,8 +243,8 @@ def chart(report: Report, stats: dict[tuple[str, str], Stats], path: Path) -> No
     plt.close(fig)
 
 
-def write_report(results_dir: Path, report: Report) -> str:
-    """Write paper.md and paper.png into `results_dir`; returns the Markdown."""
+def write_report(results_dir: Path, report: Report, name: str = "paper") -> str:
+    """Write `name`.md and `name`.png into `results_dir`; returns the Markdown."""
     stats = aggregate(report.records)
     budget = report.budget
     measured = sum(record["seconds"] for record in report.records)
@@ -283,6 +283,6 @@ def write_report(results_dir: Path, report: Report) -> str:
     ]
     text = "\n".join(lines)
     results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(results_dir / "paper.md", text)
-    chart(report, stats, results_dir / "paper.png")
+    atomic_write_text(results_dir / f"{name}.md", text)
+    chart(report, stats, results_dir / f"{name}.png")
     return text
