@@ -29,6 +29,9 @@ from transformers import (
 from lsllama.modeling.loading import model_source
 
 MAX_LENGTH = 64
+ADAPTER = {"lora_r": 12, "lora_alpha": 32, "lora_dropout": 0.1, "lora_targets": ["q_proj", "v_proj"]}
+"""The recipe's LoRA in lsllama's ModelConfig terms (PEFT's default targets for Llama are q and v), so
+that a benchmark can train lsllama with the same adaptation and compare the engineering alone."""
 
 
 @dataclass
@@ -72,7 +75,13 @@ def run_official(
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels).bfloat16()
     model.config.pad_token_id = tokenizer.pad_token_id
-    peft_config = LoraConfig(task_type=TaskType.SEQ_CLS, inference_mode=False, r=12, lora_alpha=32, lora_dropout=0.1)
+    peft_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        inference_mode=False,
+        r=ADAPTER["lora_r"],
+        lora_alpha=ADAPTER["lora_alpha"],
+        lora_dropout=ADAPTER["lora_dropout"],
+    )
     model = get_peft_model(model, peft_config)
 
     train_ds = _dataset(tokenizer, train_texts, train_labels)

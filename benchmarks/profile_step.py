@@ -1,12 +1,19 @@
 """Where a training step and an inference batch spend their time and memory, on the default model.
 
     python benchmarks/profile_step.py [--rows 200] [--batch-size 16] [--steps 10] [--lora-dropout 0.05]
+    python benchmarks/profile_step.py --sweep [--rows 256] [--model NAME] [--out FILE]
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
 step next to the bytes held by live tensors, and torch.profiler's top operators for three training
 steps and for one inference batch of the merged model. Use it before and after a change to the model
 or loop; the speed benchmark (benchmarks/speed.py) is what compares with the official recipe.
+
+`--sweep` trains the same rows once per setting (the defaults, then one lever at a time: batch size,
+padding each batch to a multiple of 8 tokens or to its exact longest row, LoRA dropout, and the
+official recipe's adapter: r 12 on q,v with dropout 0.1) and prints
+samples/s, real tokens/s and the useful FLOP/s as a fraction of a bf16 matmul rate measured in the same
+run, as a Markdown table (also written to benchmarks/results/profile_sweep.md): which lever pays here.
 """
 
 from __future__ import annotations
@@ -15,19 +22,51 @@ import argparse
 import gc
 import itertools
 import os
+import platform
+import sys
 import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from lsllama import build_config
+from lsllama.config import RunConfig
+from lsllama.data import batching
 from lsllama.data.batching import collate_items, train_batches
 from lsllama.data.dataset import load_split, resolve_labels
-from lsllama.data.encoding import encode_examples
+from lsllama.data.encoding import Item, encode_examples
 from lsllama.modeling.loading import load_tokenizer
 from lsllama.modeling.model import build_model
 from lsllama.training.loop import _optimizer
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.official_recipe import ADAPTER as OFFICIAL_ADAPTER  # noqa: E402
+from benchmarks.speed import bf16_matmul_gflops, non_embedding_params  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    batch_size: int = 16
+    pad_multiple: int = 8
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+SWEEP = [  # lsllama's defaults, then one lever at a time, then the official recipe's adapter
+    Setting("defaults"),
+    Setting("batch 64", batch_size=64),
+    Setting("exact padding", pad_multiple=1),
+    Setting("LoRA dropout 0", model={"lora_dropout": 0.0}),
+    Setting("exact padding, LoRA dropout 0", pad_multiple=1, model={"lora_dropout": 0.0}),
+    Setting("official's adapter", model=OFFICIAL_ADAPTER),
+    Setting("official's adapter, exact padding", pad_multiple=1, model=OFFICIAL_ADAPTER),
+]
 
 
 def rss_mb() -> float:
@@ -46,45 +85,111 @@ def live_tensor_mb() -> float:
     return total / 2**20
 
 
+@dataclass
+class Bench:
+    """The model and rows of one setting, built as `lsllama train` builds them."""
+
+    cfg: RunConfig
+    items: list[Item]
+    pad_id: int
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    @classmethod
+    def build(cls, model: str, rows: int, model_overrides: dict[str, Any]) -> Bench:
+        overrides = {"model": {"name": model, **model_overrides}, "data": {"data": "sst2"}}
+        cfg = build_config(overrides=overrides).resolved()
+        tokenizer = load_tokenizer(cfg.model.name)
+        labels = resolve_labels(cfg.data, "sequence")
+        examples = load_split(cfg.data, "train", "sequence", labels, rows)
+        items, _ = encode_examples(examples, "sequence", tokenizer, cfg.data)
+        torch.manual_seed(0)
+        net = build_model(cfg.model, "sequence", len(labels), tokenizer, torch.device("cpu")).train()
+        optimizer = _optimizer(net, cfg.train.learning_rate, cfg.train.weight_decay)
+        return cls(cfg, items, tokenizer.pad_token_id, net, optimizer)
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        return train_batches([it.n_tokens for it in self.items], batch_size, 0, 0)
+
+    def step(self, batch: list[int]) -> tuple[float, float, float, float]:
+        """One optimizer step as the training loop takes it; seconds in forward, backward, clip, AdamW."""
+        enc = collate_items([self.items[i] for i in batch], self.pad_id)
+        marks = [time.perf_counter()]
+        logits = self.model(enc["input_ids"], enc["attention_mask"])
+        loss = F.cross_entropy(logits, torch.tensor([self.items[i].label for i in batch]))
+        marks.append(time.perf_counter())
+        loss.backward()
+        marks.append(time.perf_counter())
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+        marks.append(time.perf_counter())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        marks.append(time.perf_counter())
+        return tuple(b - a for a, b in itertools.pairwise(marks))  # type: ignore[return-value]
+
+
+def sweep(model: str, rows: int) -> str:
+    """Train the same rows once per setting, from the same weights, after one warm-up step."""
+    peak = bf16_matmul_gflops()
+    params = non_embedding_params(model)
+    default_multiple = batching.PAD_MULTIPLE
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    lines = [
+        f"`python benchmarks/profile_step.py --sweep --rows {rows}` — {model}, {machine}, {date.today().isoformat()}; "
+        f"{rows} SST-2 training rows, one pass after one warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s.",
+        "",
+        "| setting | batch | pad to multiple of | LoRA (r, dropout, targets) | samples/s | real tokens/s | "
+        "computed / real tokens | useful FLOP/s / peak |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for setting in SWEEP:
+        batching.PAD_MULTIPLE = setting.pad_multiple  # read by the batch planner and collate at call time
+        bench = Bench.build(model, rows, setting.model)
+        batches = bench.batches(setting.batch_size)
+        bench.step(batches[0])
+        seconds = sum(sum(bench.step(batch)) for batch in batches)
+        lengths = [it.n_tokens for it in bench.items]
+        computed = sum(batching.padded_length(max(lengths[i] for i in b)) * len(b) for b in batches)
+        tokens = sum(lengths) / seconds
+        lora = bench.cfg.model
+        targets = lora.lora_targets if isinstance(lora.lora_targets, str) else ",".join(lora.lora_targets)
+        lines.append(
+            f"| {setting.name} | {setting.batch_size} | {setting.pad_multiple} | {lora.lora_r}, {lora.lora_dropout:g}, "
+            f"{targets} | {len(lengths) / seconds:.1f} | {tokens:.0f} | {computed / sum(lengths):.2f} | "
+            f"{4 * params * tokens / (peak * 1e9):.3f} |"
+        )
+        print(lines[-1], flush=True)
+        del bench
+        gc.collect()
+    batching.PAD_MULTIPLE = default_multiple
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lora-dropout", type=float, default=None, help="default: the package default")
+    parser.add_argument("--sweep", action="store_true", help="samples/s per batch size x dropout x LoRA targets")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "profile_sweep.md", help="--sweep's table")
     args = parser.parse_args()
+    if args.sweep:
+        table = sweep(args.model, args.rows)
+        args.out.write_text(table)
+        print(table)
+        return
 
-    model_overrides = {} if args.lora_dropout is None else {"lora_dropout": args.lora_dropout}
-    cfg = build_config(overrides={"model": model_overrides, "data": {"data": "sst2"}}).resolved()
-    tokenizer = load_tokenizer(cfg.model.name)
-    labels = resolve_labels(cfg.data, "sequence")
-    examples = load_split(cfg.data, "train", "sequence", labels, args.rows)
-    items, _ = encode_examples(examples, "sequence", tokenizer, cfg.data)
     print(f"before the model: RSS {rss_mb():.0f} MB")
-    model = build_model(cfg.model, "sequence", len(labels), tokenizer, torch.device("cpu")).train()
+    bench = Bench.build(args.model, args.rows, {} if args.lora_dropout is None else {"lora_dropout": args.lora_dropout})
+    model, items, cfg = bench.model, bench.items, bench.cfg
     print(f"model built ({cfg.model.precision}, LoRA dropout {cfg.model.lora_dropout}): RSS {rss_mb():.0f} MB")
-    optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
-    batches = train_batches([it.n_tokens for it in items], args.batch_size, 0, 0)
-
-    def step(batch: list[int]) -> tuple[float, float, float, float]:
-        enc = collate_items([items[i] for i in batch], tokenizer.pad_token_id)
-        marks = [time.perf_counter()]
-        logits = model(enc["input_ids"], enc["attention_mask"])
-        loss = F.cross_entropy(logits, torch.tensor([items[i].label for i in batch]))
-        marks.append(time.perf_counter())
-        loss.backward()
-        marks.append(time.perf_counter())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
-        marks.append(time.perf_counter())
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        marks.append(time.perf_counter())
-        return tuple(b - a for a, b in itertools.pairwise(marks))  # type: ignore[return-value]
-
-    step(batches[0])  # warm-up: first-call allocations and kernel selection
+    batches = bench.batches(args.batch_size)
+    bench.step(batches[0])  # warm-up: first-call allocations and kernel selection
     parts = []
     for k, batch in enumerate(batches[1 : args.steps + 1], start=1):
-        parts.append(step(batch))
+        parts.append(bench.step(batch))
         print(f"step {k}: {sum(parts[-1]):.3f} s, RSS {rss_mb():.0f} MB, live tensors {live_tensor_mb():.0f} MB")
     mean = [sum(p[i] for p in parts) / len(parts) for i in range(4)]
     print(
@@ -93,12 +198,12 @@ def main() -> None:
     )
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for batch in batches[args.steps + 1 : args.steps + 4]:
-            step(batch)
+            bench.step(batch)
     print("training, 3 steps:\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
     model.merge_adapters()
     model.eval()
-    enc = collate_items([items[i] for i in range(min(64, len(items)))], tokenizer.pad_token_id)
+    enc = collate_items(items[:64], bench.pad_id)
     with torch.no_grad():
         model(enc["input_ids"], enc["attention_mask"])
         with profile(activities=[ProfilerActivity.CPU]) as prof:

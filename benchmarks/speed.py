@@ -2,7 +2,8 @@
 
     python benchmarks/speed.py [--quick]
 
-One command, same SST-2 rows, same model (the default SmolLM2-135M). Each recipe runs in a child
+One command, same SST-2 rows, same model (the default SmolLM2-135M), three recipes: the official one,
+lsllama's defaults, and lsllama with the official recipe's adapter (see `WORKERS`). Each runs in a child
 process of this one so that its peak RSS is its own; the bf16 matmul rate that the useful FLOP/s are
 compared with is measured in this run too. Useful FLOPs count real (non-pad) tokens only:
 4 x non-embedding parameters per token for LoRA training (forward, backward through activations,
@@ -31,8 +32,10 @@ sys.path.insert(0, str(HERE.parent))
 
 FULL = {"rows": 2000, "epochs": 1.0}
 QUICK = {"rows": 600, "epochs": 1.0}
-# lsllama's recipe for this benchmark: the package defaults, as a user gets them.
-LSLLAMA_OVERRIDES: dict = {}
+WORKERS = ("official", "lsllama", "lsllama_adapter")
+"""The official recipe; lsllama's defaults, as a user gets them (LoRA on every linear layer); and
+lsllama with the official recipe's adapter (LoRA r 12 on q,v, dropout 0.1): the same adaptation, so
+that ratio measures the engineering alone."""
 
 
 def bf16_matmul_gflops(size: int = 2048, seconds: float = 3.0) -> float:
@@ -79,9 +82,8 @@ def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> 
     for section, values in overrides.items():
         layers.setdefault(section, {}).update(values)
     cfg = build_config(overrides=layers)
-    out = workdir / "lsllama"
-    clf = Classifier.train(cfg, out, progress=True)  # returns the run loaded for inference
-    results = json.loads((out / "results.json").read_text())
+    clf = Classifier.train(cfg, workdir, progress=True)  # returns the run loaded for inference
+    results = json.loads((workdir / "results.json").read_text())
     train_x, _, _, _, _ = load_sst2(rows)
     clf.predict_proba(train_x[:64])  # warm-up (allocator, kernels), as Trainer's first batches are too
     start = time.perf_counter()
@@ -121,12 +123,15 @@ def run_worker(name: str, rows: int, epochs: float, workdir: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def non_embedding_params() -> int:
+def non_embedding_params(model: str = "smollm2-135m") -> int:
     from transformers import AutoConfig
 
-    from lsllama.modeling.loading import model_source
+    from lsllama.modeling.loading import model_source, tiny_family, tiny_random_config
 
-    cfg = AutoConfig.from_pretrained(model_source("smollm2-135m"))
+    if tiny_family(model):
+        cfg = tiny_random_config(1, None, tiny_family(model))
+    else:
+        cfg = AutoConfig.from_pretrained(model_source(model))
     h, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
     return n * (2 * h * h + 2 * h * kv + 3 * h * i)
@@ -135,7 +140,7 @@ def non_embedding_params() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rows (<= 6 minutes here)")
-    parser.add_argument("--worker", choices=["official", "lsllama"])
+    parser.add_argument("--worker", choices=WORKERS)
     parser.add_argument("--rows", type=int)
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--workdir", type=Path)
@@ -145,7 +150,10 @@ def main() -> None:
         if args.worker == "official":
             measured = worker_official(args.rows, args.epochs, args.workdir)
         else:
-            measured = worker_lsllama(args.rows, args.epochs, args.workdir, LSLLAMA_OVERRIDES)
+            from benchmarks.official_recipe import ADAPTER
+
+            overrides = {"model": ADAPTER} if args.worker == "lsllama_adapter" else {}
+            measured = worker_lsllama(args.rows, args.epochs, args.workdir / args.worker, overrides)
         measured["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         (args.workdir / f"{args.worker}.json").write_text(json.dumps(measured))
         return
@@ -155,36 +163,35 @@ def main() -> None:
     peak = bf16_matmul_gflops()
     params = non_embedding_params()
     with tempfile.TemporaryDirectory() as tmp:
-        official = run_worker("official", rows, epochs, Path(tmp))
-        ours = run_worker("lsllama", rows, epochs, Path(tmp))
-
-    def rates(m: dict) -> dict:
-        return {
-            "train_samples_per_s": m["train_samples"] / m["train_seconds"],
-            "train_real_tokens_per_s": m["train_real_tokens"] / m["train_seconds"],
-            "eval_samples_per_s": m["eval_samples"] / m["eval_seconds"],
-            "eval_real_tokens_per_s": m["eval_real_tokens"] / m["eval_seconds"],
-        }
-
-    r_off, r_ours = rates(official), rates(ours)
+        runs = {name: run_worker(name, rows, epochs, Path(tmp)) for name in WORKERS}
+    for m in runs.values():
+        m["train_samples_per_s"] = m["train_samples"] / m["train_seconds"]
+        m["train_real_tokens_per_s"] = m["train_real_tokens"] / m["train_seconds"]
+        m["eval_samples_per_s"] = m["eval_samples"] / m["eval_seconds"]
+        m["eval_real_tokens_per_s"] = m["eval_real_tokens"] / m["eval_seconds"]
+        m["train_peak_fraction"] = 4 * params * m["train_real_tokens_per_s"] / (peak * 1e9)
+        m["eval_peak_fraction"] = 2 * params * m["eval_real_tokens_per_s"] / (peak * 1e9)
+    official, ours, same = runs["official"], runs["lsllama"], runs["lsllama_adapter"]
     summary = {
-        "train_speedup": r_ours["train_samples_per_s"] / r_off["train_samples_per_s"],
-        "eval_speedup": r_ours["eval_samples_per_s"] / r_off["eval_samples_per_s"],
-        "train_peak_fraction": 4 * params * r_ours["train_real_tokens_per_s"] / (peak * 1e9),
-        "eval_peak_fraction": 2 * params * r_ours["eval_real_tokens_per_s"] / (peak * 1e9),
-        "official_train_peak_fraction": 4 * params * r_off["train_real_tokens_per_s"] / (peak * 1e9),
-        "official_eval_peak_fraction": 2 * params * r_off["eval_real_tokens_per_s"] / (peak * 1e9),
+        "train_speedup": ours["train_samples_per_s"] / official["train_samples_per_s"],
+        "eval_speedup": ours["eval_samples_per_s"] / official["eval_samples_per_s"],
+        "train_peak_fraction": ours["train_peak_fraction"],
+        "eval_peak_fraction": ours["eval_peak_fraction"],
         "lsllama_accuracy": ours["accuracy"],
         "official_accuracy": official["accuracy"],
         "lsllama_peak_rss_mb": ours["peak_rss_mb"],
         "official_peak_rss_mb": official["peak_rss_mb"],
+        "same_adapter_train_speedup": same["train_samples_per_s"] / official["train_samples_per_s"],
+        "same_adapter_eval_speedup": same["eval_samples_per_s"] / official["eval_samples_per_s"],
+        "same_adapter_train_peak_fraction": same["train_peak_fraction"],
+        "same_adapter_accuracy": same["accuracy"],
+        "same_adapter_peak_rss_mb": same["peak_rss_mb"],
         "official_padding_fraction": 1 - official["train_real_tokens"] / official["train_computed_tokens"],
         "bf16_matmul_gflops": peak,
         "non_embedding_params": params,
         "rows": rows,
         "epochs": epochs,
-        "lsllama": {**ours, **r_ours},
-        "official": {**official, **r_off},
+        "runs": runs,
         "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "date": date.today().isoformat(),
@@ -199,27 +206,31 @@ def main() -> None:
 
 
 def markdown(s: dict) -> str:
-    o, l = s["official"], s["lsllama"]  # noqa: E741
-    rows = [
-        ("train samples/s", o["train_samples_per_s"], l["train_samples_per_s"], s["train_speedup"]),
-        ("train real tokens/s", o["train_real_tokens_per_s"], l["train_real_tokens_per_s"], None),
-        ("inference samples/s", o["eval_samples_per_s"], l["eval_samples_per_s"], s["eval_speedup"]),
-        ("inference real tokens/s", o["eval_real_tokens_per_s"], l["eval_real_tokens_per_s"], None),
-        ("train useful FLOP/s / bf16 peak", s["official_train_peak_fraction"], s["train_peak_fraction"], None),
-        ("inference useful FLOP/s / bf16 peak", s["official_eval_peak_fraction"], s["eval_peak_fraction"], None),
-        ("validation accuracy", s["official_accuracy"], s["lsllama_accuracy"], None),
-        ("peak RSS (MB)", s["official_peak_rss_mb"], s["lsllama_peak_rss_mb"], None),
+    runs = s["runs"]
+    measures = [
+        ("train samples/s", "train_samples_per_s", True),
+        ("train real tokens/s", "train_real_tokens_per_s", False),
+        ("inference samples/s", "eval_samples_per_s", True),
+        ("inference real tokens/s", "eval_real_tokens_per_s", False),
+        ("train useful FLOP/s / bf16 peak", "train_peak_fraction", False),
+        ("inference useful FLOP/s / bf16 peak", "eval_peak_fraction", False),
+        ("validation accuracy", "accuracy", False),
+        ("peak RSS (MB)", "peak_rss_mb", False),
     ]
     lines = [
         f"`{s['command']}` — {s['machine']}, {s['date']}; SST-2, {s['rows']} training rows, {s['epochs']:g} epoch; "
         f"bf16 matmul peak measured {s['bf16_matmul_gflops']:.0f} GFLOP/s; "
         f"official recipe padding: {100 * s['official_padding_fraction']:.0f}% of computed tokens.",
         "",
-        "| measure | official recipe | lsllama | ratio |",
-        "| --- | ---: | ---: | ---: |",
+        "| measure | official recipe | lsllama (defaults) | ratio | lsllama, official's adapter | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, a, b, ratio in rows:
-        lines.append(f"| {name} | {a:.3g} | {b:.3g} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+    for name, key, ratio in measures:
+        cells = [f"{runs[worker][key]:.3g}" for worker in WORKERS]
+        for worker in WORKERS[1:]:
+            value = runs[worker][key] / runs["official"][key] if ratio else None
+            cells.insert(WORKERS.index(worker) * 2, "" if value is None else f"{value:.2f}x")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
