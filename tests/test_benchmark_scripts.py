@@ -40,4 +40,4 @@ def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
     assert all(float(r[4]) > 0 and float(r[7]) > 0 for r in rows)
     padding = {m: {float(r[6]) for r in rows if r[1] == "16" and r[2] == m} for m in ("1", "8")}
     assert len(padding["1"]) == len(padding["8"]) == 1  # the same batches in every batch-16 setting
-    assert 1.0 <= padding["1"].pop() < padding["8"].pop()
+    assert 1.0 <= padding["1"].pop() < padding["8"].pop()  # the default pads to each batch's longest row

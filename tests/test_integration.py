@@ -40,7 +40,9 @@ def test_short_conll2003_training_finds_entities(tmp_path):
     assert clf.config.model.bidirectional  # LS-unLLaMA is the token task's default
     metrics = clf.evaluate(max_samples=200)
     assert metrics["f1"] >= 0.45, metrics["f1"]
+    # Every type is found, judged over 200 sentences: one hand-picked sentence flips with bf16 rounding.
+    assert all(metrics["per_type"][kind]["f1"] > 0.2 for kind in ("PER", "ORG", "LOC")), metrics["per_type"]
     words = ["Angela", "Merkel", "met", "executives", "of", "Siemens", "in", "Munich", "on", "Tuesday", "."]
     tags = clf.predict_tags([words])[0]
     assert len(tags) == len(words) and tags[-1] == "O"
-    assert any(tag.endswith("PER") for tag in tags[:2]), tags
+    assert any(tag != "O" for tag in tags), tags

@@ -2,9 +2,9 @@
 
 The official code padded each 1,000-row chunk to its longest text and padded again in the collator:
 up to 64 tokens of compute for a 10-token sentence. Here texts of similar length share a batch and a
-batch is padded only to its own longest text, rounded up to a multiple of 8 (few distinct shapes keep
-CPU memory flat; see NOTES.md). The batch plan is a pure function of (lengths, seed, epoch), which is
-what lets a resumed run continue at the exact batch where it stopped, on any number of processes.
+batch is padded only to its own longest text (`PAD_MULTIPLE`). The batch plan is a pure function of
+(lengths, seed, epoch), which is what lets a resumed run continue at the exact batch where it stopped,
+on any number of processes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,11 @@ import torch
 if TYPE_CHECKING:
     from lsllama.data.encoding import Item
 
-PAD_MULTIPLE = 8
+PAD_MULTIPLE = 1
+"""Round a batch's width up to a multiple of this. Rounding to 8 bounded the number of distinct shapes,
+which once made CPU memory grow (NOTES.md) until `lsllama.heap` returned freed blocks to the system; it
+then only cost compute: 1.39 computed tokens per real one on SST-2 against 1.15, and 15% fewer training
+samples/s (`benchmarks/profile_step.py --sweep`)."""
 POOL_BATCHES = 64  # sort within pools of this many batches: grouped lengths, still a random order
 
 
