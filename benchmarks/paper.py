@@ -68,20 +68,21 @@ RUN_FORMAT = 1
 """Part of every run's cache key: bump it when a change to this code changes what a run computes."""
 
 RATES = {
-    "classic": 0.104,
-    "decode_tokens": 0.0131,
-    "infer_samples": 0.00161,
-    "infer_tokens": 0.000799,
-    "load": 0.0919,
-    "official_infer_samples": 1.19e-07,
-    "official_train_samples": 0.206,
-    "train_samples": 0.0187,
-    "train_tokens": 0.00342,
+    "classic": 0.105,
+    "decode_tokens": 0.0199,
+    "infer_samples": 0.00534,
+    "infer_tokens": 0.000418,
+    "load": 6.79e-05,
+    "official_infer_samples": 0.192,
+    "official_train_samples": 3.05e-09,
+    "train_samples": 0.0298,
+    "train_tokens": 0.0044,
 }
 """Seconds per unit of a run's `workload` for SmolLM2-135M on the 2-core development CPU (bf16 autocast).
-Fitted by `paper.py --calibrate` to the 68 runs of the 600-row suite of 2026-11-28 (which took 193 min:
-its estimate, from rates measured on SST-2 alone, said 113). Rates that cannot be told apart in those
-runs (model loading, the official recipe's inference) fold into their neighbours. Other models or
+Fitted by `paper.py --calibrate` to the 68 runs of the 300-row suite of 2026-11-29, which had the
+machine to itself (97 min; the earlier rates, fitted to the 600-row suite, estimated it at 83). Rates
+that cannot be told apart in those runs (model loading; the official recipe's training and inference,
+whose row counts move together) fold into their neighbours. Other models or
 machines: run part of the suite and calibrate again."""
 OFFICIAL_SPEED_ROWS = 8
 """run_official times inference on extra texts; a few keep that cost out of the budget."""
@@ -250,19 +251,20 @@ def workload(run: Run, ctx: Context, tokenizer: Any) -> dict[str, float]:
             "official_infer_samples": n_reported + OFFICIAL_SPEED_ROWS,
         }
     task = PromptTask(DATASETS[run.dataset].prompt_task, data.labels, sequence.data.max_length)
-    prompt = mean(len(prompt_ids(tokenizer, task, e.text or "")) for e in reported_rows)
+    new_tokens = max_new_tokens(tokenizer, data.labels)
+
+    def prompt(rows: list) -> float:
+        return mean(len(prompt_ids(tokenizer, task, e.text or "")) for e in rows)
+
     units = {
         "load": 1,
         "infer_samples": n_reported,
-        "infer_tokens": n_reported * prompt,
-        "decode_tokens": n_reported * max_new_tokens(tokenizer, data.labels),
+        "infer_tokens": n_reported * prompt(reported_rows),
+        "decode_tokens": n_reported * new_tokens,
     }
     if kind == "sft":
         trained = sequence.train.epochs * n_train
-        answered = mean(len(prompt_ids(tokenizer, task, e.text or "")) for e in train_rows) + max_new_tokens(
-            tokenizer, data.labels
-        )
-        units |= {"train_samples": trained, "train_tokens": trained * answered}
+        units |= {"train_samples": trained, "train_tokens": trained * (prompt(train_rows) + new_tokens)}
     return units
 
 

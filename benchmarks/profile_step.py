@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lora-dropout", type=float, default=None, help="default: the package default")
-    parser.add_argument("--sweep", action="store_true", help="samples/s per batch size x dropout x LoRA targets")
+    parser.add_argument("--sweep", action="store_true", help="samples/s: defaults, then one lever at a time")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "profile_sweep.md", help="--sweep's table")
     args = parser.parse_args()
     if args.sweep:

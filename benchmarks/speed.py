@@ -226,10 +226,10 @@ def markdown(s: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, key, ratio in measures:
-        cells = [f"{runs[worker][key]:.3g}" for worker in WORKERS]
+        cells = [f"{runs['official'][key]:.3g}"]
         for worker in WORKERS[1:]:
-            value = runs[worker][key] / runs["official"][key] if ratio else None
-            cells.insert(WORKERS.index(worker) * 2, "" if value is None else f"{value:.2f}x")
+            value = runs[worker][key]
+            cells += [f"{value:.3g}", f"{value / runs['official'][key]:.2f}x" if ratio else ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

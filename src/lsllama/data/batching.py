@@ -19,9 +19,8 @@ if TYPE_CHECKING:
 
 PAD_MULTIPLE = 1
 """Round a batch's width up to a multiple of this. Rounding to 8 bounded the number of distinct shapes,
-which once made CPU memory grow (NOTES.md) until `lsllama.heap` returned freed blocks to the system; it
-then only cost compute: 1.39 computed tokens per real one on SST-2 against 1.15, and 15% fewer training
-samples/s (`benchmarks/profile_step.py --sweep`)."""
+which once made CPU memory grow (NOTES.md) until `lsllama.heap` returned freed blocks to the system;
+since then it only adds padded tokens to compute (`benchmarks/profile_step.py --sweep` compares both)."""
 POOL_BATCHES = 64  # sort within pools of this many batches: grouped lengths, still a random order
 
 
