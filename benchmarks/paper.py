@@ -66,6 +66,10 @@ from lsllama.run import RESULTS, atomic_folder, atomic_write_text, commit_folder
 
 RUN_FORMAT = 1
 """Part of every run's cache key: bump it when a change to this code changes what a run computes."""
+RECORDED_MODEL = {"lora_dropout": 0.05}
+"""Model settings whose package default changed after the suite ran (LoRA dropout 0.05 -> 0, on the
+evidence of benchmarks/results/ablation_lora_dropout.md), pinned so that the recorded runs remain
+the suite's runs. Drop an entry to rerun the suite with the new default."""
 
 RATES = {
     "classic": 0.105,
@@ -133,10 +137,15 @@ def half_of_layers(model_path: str) -> int:
     return text_config(AutoConfig.from_pretrained(model_source(model_path))).num_hidden_layers // 2
 
 
+def sequence_defaults() -> RunConfig:
+    """The sequence task's defaults as the suite ran them (what SFT, zero-shot and the workload read)."""
+    return build_config(task="sequence", overrides={"model": dict(RECORDED_MODEL)}).resolved()
+
+
 def ls_config(run: Run, ctx: Context) -> RunConfig:
     """lsllama's own defaults for the task (what `lsllama train` would use), with the variant's masking
     and pooling, the prepared data and the seed."""
-    model = dict(METHODS[run.method].ls, name=ctx.model_path)
+    model = {**RECORDED_MODEL, **METHODS[run.method].ls, "name": ctx.model_path}
     if model.get("unmask_from_layer") == HALF:
         model["unmask_from_layer"] = half_of_layers(ctx.model_path)
     overrides = {
@@ -154,7 +163,7 @@ def recipe(run: Run, ctx: Context) -> dict[str, Any]:
         cfg = ls_config(run, ctx).to_dict()
         cfg["model"]["name"], cfg["data"]["data"] = ctx.model, run.dataset
         return cfg
-    sequence = build_config(task="sequence").resolved()
+    sequence = sequence_defaults()
     if kind in ("zero_shot", "sft"):
         prompt = {"prompt": PROMPT, "task": DATASETS[run.dataset].prompt_task, "max_length": sequence.data.max_length}
         if kind == "zero_shot":
@@ -184,7 +193,7 @@ def run_file(run: Run, ctx: Context, runs_dir: Path) -> tuple[Path, dict[str, An
 def execute(run: Run, ctx: Context, workdir: Path) -> dict[str, Any]:
     """Train and score one run: its metrics per split, and anything worth keeping with them."""
     data, kind = ctx.data[run.dataset], METHODS[run.method].kind
-    sequence = build_config(task="sequence").resolved()
+    sequence = sequence_defaults()
     if kind == "ls":
         clf = Classifier.train(ls_config(run, ctx), workdir, progress=True)
         results = json.loads((workdir / RESULTS).read_text())
@@ -224,7 +233,7 @@ def workload(run: Run, ctx: Context, tokenizer: Any) -> dict[str, float]:
     data, kind = ctx.data[run.dataset], METHODS[run.method].kind
     if kind in ("tfidf", "majority_tag"):
         return {"classic": 1}
-    sequence = build_config(task="sequence").resolved()
+    sequence = sequence_defaults()
     train_rows, reported_rows = data.examples("train"), data.examples(data.reported)
     n_train, n_reported = len(train_rows), len(reported_rows)
     if kind == "ls":

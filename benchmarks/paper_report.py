@@ -31,6 +31,7 @@ from benchmarks.paper_plan import (
     Budget,
     PreparedData,
 )
+from lsllama.config import build_config
 from lsllama.run import atomic_write_text
 
 METRIC_TITLE = {"accuracy": "accuracy", "f1": "span F1"}
@@ -178,11 +179,18 @@ def protocol(report: Report) -> list[str]:
         if method in by_method:
             cfg = by_method[method]
             model, train = cfg["model"], cfg["train"]
+            now = build_config(task=task).resolved()
+            changed = [
+                f"{key.replace('_', ' ')} {model[key]} (now {getattr(now.model, key)})"
+                for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "precision")
+                if model[key] != getattr(now.model, key)
+            ]
             lines.append(
-                f"- LS ({task} task), lsllama's defaults: LoRA r {model['lora_r']}, alpha {model['lora_alpha']}, "
-                f"dropout {model['lora_dropout']} on `{model['lora_targets']}`, {train['epochs']:g} epoch(s), "
-                f"lr {train['learning_rate']:g}, batch {train['batch_size']}, max length {cfg['data']['max_length']} "
-                f"tokens, precision `{model['precision']}`."
+                f"- LS ({task} task), lsllama's defaults when the suite ran: LoRA r {model['lora_r']}, alpha "
+                f"{model['lora_alpha']}, dropout {model['lora_dropout']} on `{model['lora_targets']}`, "
+                f"{train['epochs']:g} epoch(s), lr {train['learning_rate']:g}, batch {train['batch_size']}, max length "
+                f"{cfg['data']['max_length']} tokens, precision `{model['precision']}`."
+                + (f" Defaults changed since: {', '.join(changed)}." if changed else "")
             )
     lines += [
         "- Splits: " + "; ".join(_split_note(report.data[name]) for name in report.budget.datasets) + ".",

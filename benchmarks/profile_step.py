@@ -5,20 +5,23 @@
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
-step next to the bytes held by live tensors, and torch.profiler's top operators for three training
-steps and for one inference batch of the merged model. Use it before and after a change to the model
-or loop; the speed benchmark (benchmarks/speed.py) is what compares with the official recipe.
+step next to the bytes held by live tensors and the bytes freed but kept by glibc's heap, and
+torch.profiler's top operators for three training steps and for one inference batch of the merged
+model. Use it before and after a change to the model or loop; the speed benchmark (benchmarks/speed.py)
+is what compares with the official recipe.
 
-`--sweep` trains the same rows once per setting (the defaults, then one lever at a time: batch size,
-rounding each batch's width up to a multiple of 8 tokens, LoRA dropout, and the official recipe's
-adapter: r 12 on q,v with dropout 0.1) and prints
-samples/s, real tokens/s and the useful FLOP/s as a fraction of a bf16 matmul rate measured in the same
-run, as a Markdown table (also written to benchmarks/results/profile_sweep.md): which lever pays here.
+`--sweep` trains the same rows twice per setting, the faster pass counting (the defaults, then one
+lever at a time: batch size, rounding each batch's width up to a multiple of 8 tokens, LoRA dropout
+0.05, and the official recipe's adapter: r 12 on q,v with dropout 0.1), then runs inference over them
+with several token budgets per batch (the faster of two passes each), and prints samples/s, real
+tokens/s and the useful FLOP/s as a fraction of a bf16 matmul rate measured in the same run, as
+Markdown tables (also written to benchmarks/results/profile_sweep.md): which lever pays here.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import itertools
 import os
@@ -40,6 +43,7 @@ from lsllama.data import batching
 from lsllama.data.batching import collate_items, train_batches
 from lsllama.data.dataset import load_split, resolve_labels
 from lsllama.data.encoding import Item, encode_examples
+from lsllama.evaluation.predict import CPU_BATCH_TOKENS, item_logits
 from lsllama.modeling.loading import load_tokenizer
 from lsllama.modeling.model import build_model
 from lsllama.training.loop import _optimizer
@@ -62,14 +66,45 @@ SWEEP = [  # lsllama's defaults, then one lever at a time, then the official rec
     Setting("defaults"),
     Setting("batch 64", batch_size=64),
     Setting("width rounded up to a multiple of 8", pad_multiple=8),
-    Setting("LoRA dropout 0", model={"lora_dropout": 0.0}),
+    Setting("LoRA dropout 0.05 (the default until 2026-11-29)", model={"lora_dropout": 0.05}),
     Setting("official's adapter", model=OFFICIAL_ADAPTER),
 ]
+NO_LIMIT = 1 << 30
+INFERENCE_SWEEP = [NO_LIMIT, 1024, 512, 256, 128]
+"""Padded tokens per inference batch (at most 64 rows each), for the merged default model."""
 
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+def heap_free_mb() -> float | None:
+    """Bytes freed but still held by glibc's main heap (resident until trimmed); None off glibc."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    return mallinfo2().fordblks / 2**20
 
 
 def live_tensor_mb() -> float:
@@ -134,7 +169,8 @@ def sweep(model: str, rows: int) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     lines = [
         f"`python benchmarks/profile_step.py --sweep --rows {rows}` — {model}, {machine}, {date.today().isoformat()}; "
-        f"{rows} SST-2 training rows, one pass after one warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s.",
+        f"{rows} SST-2 training rows, the faster of two passes after one warm-up step; "
+        f"bf16 matmul peak measured {peak:.0f} GFLOP/s.",
         "",
         "| setting | batch | pad to multiple of | LoRA (r, dropout, targets) | samples/s | real tokens/s | "
         "computed / real tokens | useful FLOP/s / peak |",
@@ -145,7 +181,8 @@ def sweep(model: str, rows: int) -> str:
         bench = Bench.build(model, rows, setting.model)
         batches = bench.batches(setting.batch_size)
         bench.step(batches[0])
-        seconds = sum(sum(bench.step(batch)) for batch in batches)
+        # The faster of two passes: on a shared 2-core machine one pass can lose a tenth to a neighbour.
+        seconds = min(sum(sum(bench.step(batch)) for batch in batches) for _ in range(2))
         lengths = [it.n_tokens for it in bench.items]
         computed = sum(batching.padded_length(max(lengths[i] for i in b)) * len(b) for b in batches)
         tokens = sum(lengths) / seconds
@@ -160,6 +197,31 @@ def sweep(model: str, rows: int) -> str:
         del bench
         gc.collect()
     batching.PAD_MULTIPLE = default_multiple
+    lines += [
+        "",
+        "Inference over the same rows, defaults, LoRA merged; batches of at most 64 rows and:",
+        "",
+        "| padded tokens per batch at most | samples/s | real tokens/s | useful FLOP/s / peak |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    bench = Bench.build(model, rows, {})
+    bench.model.merge_adapters()
+    cpu = torch.device("cpu")
+    item_logits(bench.model, bench.items[:64], bench.pad_id, 64, cpu)  # warm-up
+    tokens = sum(it.n_tokens for it in bench.items)
+    for budget in INFERENCE_SWEEP:
+        seconds = float("inf")
+        for _ in range(2):  # the faster of two passes: the first meets this budget's batch shapes first
+            start = time.perf_counter()
+            item_logits(bench.model, bench.items, bench.pad_id, 64, cpu, max_tokens=budget)
+            seconds = min(seconds, time.perf_counter() - start)
+        name = "no limit" if budget == NO_LIMIT else str(budget)
+        name += " (CPU default)" if budget == CPU_BATCH_TOKENS else ""
+        lines.append(
+            f"| {name} | {len(bench.items) / seconds:.1f} | {tokens / seconds:.0f} | "
+            f"{2 * params * tokens / seconds / (peak * 1e9):.3f} |"
+        )
+        print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
 
@@ -188,7 +250,11 @@ def main() -> None:
     parts = []
     for k, batch in enumerate(batches[1 : args.steps + 1], start=1):
         parts.append(bench.step(batch))
-        print(f"step {k}: {sum(parts[-1]):.3f} s, RSS {rss_mb():.0f} MB, live tensors {live_tensor_mb():.0f} MB")
+        free = heap_free_mb()
+        print(
+            f"step {k}: {sum(parts[-1]):.3f} s, RSS {rss_mb():.0f} MB, live tensors {live_tensor_mb():.0f} MB"
+            + ("" if free is None else f", freed but kept by the heap {free:.0f} MB")
+        )
     mean = [sum(p[i] for p in parts) / len(parts) for i in range(4)]
     print(
         f"per step {sum(mean):.3f} s: forward {mean[0]:.3f}, backward {mean[1]:.3f}, "

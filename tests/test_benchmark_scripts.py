@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.profile_step import SWEEP
+from benchmarks.profile_step import INFERENCE_SWEEP, SWEEP
+
+from lsllama.config import ModelConfig
 
 from .conftest import DATA_ROOT, REPO
 
@@ -34,10 +36,73 @@ def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
     proc = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
-    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[1:]]
+    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+    rows = [r for r in table if len(r) == 8][1:]  # training: one row per setting, after the header
+    inference = [r for r in table if len(r) == 4][1:]
     assert [r[:3] for r in rows] == [[s.name, str(s.batch_size), str(s.pad_multiple)] for s in SWEEP]
-    assert rows[0][3] == "16, 0.05, all-linear" and rows[-1][3] == "12, 0.1, q_proj,v_proj"
+    defaults = ModelConfig()
+    assert rows[0][3] == f"{defaults.lora_r}, {defaults.lora_dropout:g}, all-linear"
+    assert rows[-1][3] == "12, 0.1, q_proj,v_proj"
+    assert len(inference) == len(INFERENCE_SWEEP) and inference[0][0] == "no limit"
+    assert sum("(CPU default)" in r[0] for r in inference) == 1
+    assert all(float(r[1]) > 0 and float(r[3]) > 0 for r in inference)
     assert all(float(r[4]) > 0 and float(r[7]) > 0 for r in rows)
     padding = {m: {float(r[6]) for r in rows if r[1] == "16" and r[2] == m} for m in ("1", "8")}
     assert len(padding["1"]) == len(padding["8"]) == 1  # the same batches in every batch-16 setting
     assert 1.0 <= padding["1"].pop() < padding["8"].pop()  # the default pads to each batch's longest row
+
+
+def test_readme_benchmark_tables_are_the_files_the_benchmarks_wrote():
+    proc = subprocess.run(
+        [sys.executable, "scripts/readme_tables.py", "--check"], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_readme_tables_replace_an_include_block_with_its_file(tmp_path: Path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    from readme_tables import render
+
+    text = "intro\n<!-- include: benchmarks/results/speed_quick.md -->\nstale figures\n<!-- /include -->\nafter\n"
+    rendered = render(text)
+    table = (REPO / "benchmarks" / "results" / "speed_quick.md").read_text().strip()
+    assert "stale figures" not in rendered and table in rendered
+    assert rendered.startswith("intro\n") and rendered.endswith("<!-- /include -->\nafter\n")
+    assert render(rendered) == rendered
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_path: Path):
+    command = [
+        sys.executable,
+        "benchmarks/ablation.py",
+        "--model",
+        "tiny-random",
+        "--setting",
+        "model.lora_r",
+        "--values",
+        "2",
+        "4",
+        "--data",
+        "sst2",
+        "--seeds",
+        "1",
+        "2",
+        "--train-rows",
+        "24",
+        "--eval-rows",
+        "16",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "ablation_lora_r.json").read_text())
+    assert [(row["value"], row["metric"]) for row in summary["table"]] == [(2, "accuracy"), (4, "accuracy")]
+    assert sorted((r["value"], r["seed"]) for r in summary["runs"]) == [(2, 1), (2, 2), (4, 1), (4, 2)]
+    assert all(0 <= r["score"] <= 1 and r["train_samples_per_s"] > 0 for r in summary["runs"])
+    assert len(list((tmp_path / "cache").iterdir())) == 4  # one run folder per value and seed
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["table"] == summary["table"]

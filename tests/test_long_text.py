@@ -20,6 +20,7 @@ from lsllama.data.batching import collate
 from lsllama.data.dataset import Example
 from lsllama.data.encoding import cut, encode_sequences, sequence_layout, split_budget, window_starts
 from lsllama.errors import UsageError
+from lsllama.evaluation import predict
 from lsllama.evaluation.predict import item_logits
 from lsllama.modeling.pooling import pool
 
@@ -203,3 +204,25 @@ def test_a_pair_run_predicts_from_both_texts(tmp_path):
     Classifier.train(cfg, tmp_path / "run", progress=False)
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["validation"]["accuracy"] >= 0.9
+
+
+# ---- inference batches ----
+
+
+def test_cpu_inference_batches_stop_at_the_token_budget_and_change_no_logit(make_model, tokenizer, monkeypatch):
+    model = make_model("sequence", pooling="last")
+    texts = ["a very long review " * 6, "fine", "it was good", "bad", "the plot and the cast " * 3, "ok then"]
+    items, _ = encode_sequences([Example(str(i), text=t) for i, t in enumerate(texts)], tokenizer, 64, "head")
+    cpu = torch.device("cpu")
+    widths: list[int] = []
+    hook = model.register_forward_pre_hook(lambda _module, args: widths.append(args[0].numel()))
+    unlimited = item_logits(model, items, tokenizer.pad_token_id, batch_size=8, device=cpu, max_tokens=1 << 30)
+    assert len(widths) == 1  # one batch of all six rows
+    monkeypatch.setattr(predict, "CPU_BATCH_TOKENS", 24)
+    widths.clear()
+    capped = item_logits(model, items, tokenizer.pad_token_id, batch_size=8, device=cpu)
+    hook.remove()
+    longest = max(it.n_tokens for it in items)
+    assert len(widths) > 1 and all(w <= 24 or w == longest for w in widths)  # a longer row goes alone
+    for index in range(len(items)):
+        np.testing.assert_allclose(capped[index], unlimited[index], atol=1e-5)

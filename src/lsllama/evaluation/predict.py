@@ -14,6 +14,11 @@ from tqdm.auto import tqdm
 from lsllama.data.batching import collate_items, eval_batches
 from lsllama.data.encoding import Item
 
+CPU_BATCH_TOKENS = 512
+"""On CPU an inference batch also stops at this many padded tokens: there a batch whose activations stay
+in the cores' caches computes more tokens per second than a large one (`benchmarks/profile_step.py
+--sweep` times both). Accelerators want large batches and keep the row limit alone."""
+
 
 @torch.no_grad()
 def item_logits(
@@ -28,7 +33,10 @@ def item_logits(
     progress: bool = False,
 ) -> dict[int, np.ndarray]:
     """Item index -> logits: (labels,) for a text (all its windows together), (words predicted here, labels)
-    for a window of a sentence."""
+    for a window of a sentence. Batches hold at most `batch_size` rows and `max_tokens` padded tokens
+    (None: `CPU_BATCH_TOKENS` on CPU, no token limit elsewhere)."""
+    if max_tokens is None and device.type == "cpu":
+        max_tokens = CPU_BATCH_TOKENS
     was_training = model.training
     model.eval()
     all_batches = eval_batches([it.n_tokens for it in items], batch_size, max_tokens)

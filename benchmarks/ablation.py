@@ -1,0 +1,136 @@
+"""Does one setting change accuracy? Train the same rows with each value, over several seeds, side by side.
+
+    python benchmarks/ablation.py --setting model.lora_dropout --values 0 0.05 \
+        [--data sst2 conll2003] [--seeds 1 2 3] [--train-rows 1000] [--eval-rows 500]
+
+Every run is `lsllama train` with the task's defaults and one setting overridden, on the first
+`--train-rows` training rows, selected and scored on the first `--eval-rows` validation rows (the
+task's default metric: accuracy, span F1). A default is changed on the strength of a difference
+larger than the spread between seeds, not of one run. Finished runs are cached under
+benchmarks/cache/ablation/ (an interrupted ablation resumes). Writes
+benchmarks/results/ablation_<setting>.json and .md; the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+import yaml
+
+from lsllama import build_config
+from lsllama.training.loop import train
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.paper_plan import DATASETS  # noqa: E402
+
+
+def run(
+    model: str, dataset: str, setting: str, value: object, seed: int, train_rows: int, eval_rows: int, cache: Path
+) -> dict:
+    section, key = setting.split(".", 1)
+    overrides: dict[str, dict] = {
+        "model": {"name": model},
+        "data": {"data": dataset, "max_train_samples": train_rows, "max_eval_samples": eval_rows},
+        "train": {"seed": seed, "tensorboard": False},
+    }
+    overrides.setdefault(section, {})[key] = value
+    cfg = build_config(task=DATASETS[dataset].task, overrides=overrides).resolved()
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    results = train(cfg, cache / f"{dataset}-{key}-{value}-seed{seed}-{digest}", progress=True)
+    metric = results["metric_for_best"]
+    return {
+        "dataset": dataset,
+        "value": value,
+        "seed": seed,
+        "metric": metric,
+        "score": results["validation"][metric],
+        "train_samples_per_s": results["throughput"]["samples_per_second"],
+    }
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        f"`{summary['command']}` — {summary['model']}, {summary['machine']}, {summary['date']}; "
+        f"{summary['train_rows']} training rows, {summary['eval_rows']} validation rows, "
+        f"seeds {', '.join(map(str, summary['seeds']))} (mean ± standard deviation over seeds).",
+        "",
+        f"| data | {summary['setting']} | validation metric | score | training samples/s |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for row in summary["table"]:
+        lines.append(
+            f"| {row['dataset']} | {row['value']} | {row['metric']} | {row['mean']:.3f} ± {row['sd']:.3f} | "
+            f"{row['samples_per_s']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", required=True, help="section.key of the run config, e.g. model.lora_dropout")
+    parser.add_argument("--values", nargs="+", required=True, help="values to compare (YAML scalars)")
+    parser.add_argument("--data", nargs="+", default=["sst2", "conll2003"], choices=sorted(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
+    parser.add_argument("--train-rows", type=int, default=1000)
+    parser.add_argument("--eval-rows", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the .json and .md")
+    parser.add_argument("--cache", type=Path, default=HERE / "cache" / "ablation", help="finished runs")
+    args = parser.parse_args()
+    if "." not in args.setting or args.setting.split(".")[0] not in ("model", "data", "train"):
+        parser.error(f"--setting must be model.KEY, data.KEY or train.KEY, got {args.setting!r}")
+    values = [yaml.safe_load(v) for v in args.values]
+
+    runs = [
+        run(args.model, dataset, args.setting, value, seed, args.train_rows, args.eval_rows, args.cache)
+        for dataset in args.data
+        for value in values
+        for seed in args.seeds
+    ]
+    table = []
+    for dataset in args.data:
+        for value in values:
+            group = [r for r in runs if r["dataset"] == dataset and r["value"] == value]
+            scores = [r["score"] for r in group]
+            table.append(
+                {
+                    "dataset": dataset,
+                    "value": value,
+                    "metric": group[0]["metric"],
+                    "mean": statistics.mean(scores),
+                    "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                    "samples_per_s": statistics.mean(r["train_samples_per_s"] for r in group),
+                }
+            )
+    summary = {
+        "setting": args.setting,
+        "model": args.model,
+        "table": table,
+        "runs": runs,
+        "seeds": args.seeds,
+        "train_rows": args.train_rows,
+        "eval_rows": args.eval_rows,
+        "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "date": date.today().isoformat(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "ablation_" + args.setting.split(".", 1)[1]
+    (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(summary))
+    print(markdown(summary))
+    print(json.dumps({"setting": args.setting, "table": table}))
+
+
+if __name__ == "__main__":
+    main()
