@@ -143,8 +143,8 @@ def sequence_defaults() -> RunConfig:
 
 
 def ls_config(run: Run, ctx: Context) -> RunConfig:
-    """lsllama's own defaults for the task (what `lsllama train` would use), with the variant's masking
-    and pooling, the prepared data and the seed."""
+    """lsllama's own defaults for the task (what `lsllama train` would use, but for the settings pinned in
+    `RECORDED_MODEL`), with the variant's masking and pooling, the prepared data and the seed."""
     model = {**RECORDED_MODEL, **METHODS[run.method].ls, "name": ctx.model_path}
     if model.get("unmask_from_layer") == HALF:
         model["unmask_from_layer"] = half_of_layers(ctx.model_path)

@@ -162,7 +162,8 @@ class Bench:
 
 
 def sweep(model: str, rows: int) -> str:
-    """Train the same rows once per setting, from the same weights, after one warm-up step."""
+    """Train the same rows twice per setting from the same weights (after one warm-up step), then time
+    inference per token budget; returns the Markdown tables."""
     peak = bf16_matmul_gflops()
     params = non_embedding_params(model)
     default_multiple = batching.PAD_MULTIPLE
