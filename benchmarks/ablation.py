@@ -2,8 +2,11 @@
 
     python benchmarks/ablation.py --setting model.lora_dropout --values 0 0.05 \
         [--data sst2 conll2003] [--seeds 1 2 3] [--train-rows 1000] [--eval-rows 500]
+    python benchmarks/ablation.py --setting lsllama.modeling.model.CPU_MATH_ATTENTION_MAX_LENGTH --values 0 256
 
-Every run is `lsllama train` with the task's defaults and one setting overridden, on the first
+The setting is a key of the run config (`section.key`) or one of the package's tuned constants
+(`lsllama.module.NAME`, set in this process for the run; the code reads it at call time). Every run
+is `lsllama train` with the task's defaults and that one setting changed, on the first
 `--train-rows` training rows, selected and scored on the first `--eval-rows` validation rows (the
 task's default metric: accuracy, span F1). A default is changed on the strength of a difference
 larger than the spread between seeds, not of one run. Finished runs are cached under
@@ -14,7 +17,9 @@ benchmarks/results/ablation_<setting>.json and .md; the last line printed is one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -33,20 +38,55 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from benchmarks.paper_plan import DATASETS  # noqa: E402
 
+CONFIG_SECTIONS = ("model", "data", "train")
+
+
+def is_constant(setting: str) -> bool:
+    return setting.startswith("lsllama.")
+
+
+def constant_owner(setting: str) -> tuple[object, str]:
+    """The module that holds a tuned constant, and its name; a clear error if there is none."""
+    module_name, name = setting.rsplit(".", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise SystemExit(f"--setting {setting}: no module {module_name}") from None
+    if not name.isupper() or not hasattr(module, name):
+        raise SystemExit(f"--setting {setting}: {module_name} has no constant {name}")
+    return module, name
+
+
+@contextlib.contextmanager
+def constant_set_to(setting: str, value: object):
+    module, name = constant_owner(setting)
+    before = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, before)
+
 
 def run(
     model: str, dataset: str, setting: str, value: object, seed: int, train_rows: int, eval_rows: int, cache: Path
 ) -> dict:
-    section, key = setting.split(".", 1)
+    key = setting.rsplit(".", 1)[1] if is_constant(setting) else setting.split(".", 1)[1]
     overrides: dict[str, dict] = {
         "model": {"name": model},
         "data": {"data": dataset, "max_train_samples": train_rows, "max_eval_samples": eval_rows},
         "train": {"seed": seed, "tensorboard": False},
     }
-    overrides.setdefault(section, {})[key] = value
+    identity: dict = {}
+    if is_constant(setting):
+        identity["constant"] = {setting: value}  # not in the config: the cache key must carry it
+    else:
+        overrides.setdefault(setting.split(".", 1)[0], {})[key] = value
     cfg = build_config(task=DATASETS[dataset].task, overrides=overrides).resolved()
-    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-    results = train(cfg, cache / f"{dataset}-{key}-{value}-seed{seed}-{digest}", progress=True)
+    digest = hashlib.sha256(json.dumps({**cfg.to_dict(), **identity}, sort_keys=True).encode()).hexdigest()[:12]
+    changed = constant_set_to(setting, value) if is_constant(setting) else contextlib.nullcontext()
+    with changed:
+        results = train(cfg, cache / f"{dataset}-{key}-{value}-seed{seed}-{digest}", progress=True)
     metric = results["metric_for_best"]
     return {
         "dataset": dataset,
@@ -77,7 +117,11 @@ def markdown(summary: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", required=True, help="section.key of the run config, e.g. model.lora_dropout")
+    parser.add_argument(
+        "--setting",
+        required=True,
+        help="section.key of the run config (model.lora_dropout) or a package constant (lsllama.module.NAME)",
+    )
     parser.add_argument("--values", nargs="+", required=True, help="values to compare (YAML scalars)")
     parser.add_argument("--data", nargs="+", default=["sst2", "conll2003"], choices=sorted(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -87,8 +131,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the .json and .md")
     parser.add_argument("--cache", type=Path, default=HERE / "cache" / "ablation", help="finished runs")
     args = parser.parse_args()
-    if "." not in args.setting or args.setting.split(".")[0] not in ("model", "data", "train"):
-        parser.error(f"--setting must be model.KEY, data.KEY or train.KEY, got {args.setting!r}")
+    if is_constant(args.setting):
+        constant_owner(args.setting)  # fail before any run
+    elif "." not in args.setting or args.setting.split(".")[0] not in CONFIG_SECTIONS:
+        parser.error(f"--setting must be model.KEY, data.KEY, train.KEY or lsllama.module.NAME, got {args.setting!r}")
     values = [yaml.safe_load(v) for v in args.values]
 
     runs = [
@@ -125,7 +171,7 @@ def main() -> None:
         "date": date.today().isoformat(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "ablation_" + args.setting.split(".", 1)[1]
+    stem = "ablation_" + args.setting.rsplit(".", 1)[1].lower()
     (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     (args.out / f"{stem}.md").write_text(markdown(summary))
     print(markdown(summary))

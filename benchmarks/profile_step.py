@@ -11,11 +11,13 @@ model. Use it before and after a change to the model or loop; the speed benchmar
 is what compares with the official recipe.
 
 `--sweep` trains the same rows twice per setting, the faster pass counting (the defaults, then one
-lever at a time: batch size, rounding each batch's width up to a multiple of 8 tokens, LoRA dropout
-0.05, and the official recipe's adapter: r 12 on q,v with dropout 0.1), then runs inference over them
-with several token budgets per batch (the faster of two passes each), and prints samples/s, real
-tokens/s and the useful FLOP/s as a fraction of a bf16 matmul rate measured in the same run, as
-Markdown tables (also written to benchmarks/results/profile_sweep.md): which lever pays here.
+lever at a time: batch size, exact batch widths instead of multiples of 8, LoRA dropout 0.05,
+PyTorch's flash attention kernel instead of the math one, no micro-batches for wide batches, the
+official recipe's adapter: r 12 on q,v with dropout 0.1, and torch.compile of the decoder layers,
+its compilation time shown), then runs inference over them with several token budgets per batch
+(the faster of two passes each), and prints samples/s, real tokens/s and the useful FLOP/s as a
+fraction of a bf16 matmul rate measured in the same run, as Markdown tables (also written to
+benchmarks/results/profile_sweep.md): which lever pays here.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import itertools
 import os
 import platform
 import sys
@@ -44,8 +45,11 @@ from lsllama.data.batching import collate_items, train_batches
 from lsllama.data.dataset import load_split, resolve_labels
 from lsllama.data.encoding import Item, encode_examples
 from lsllama.evaluation.predict import CPU_BATCH_TOKENS, item_logits
+from lsllama.modeling import model as modeling
+from lsllama.modeling.compilation import compile_decoder_layers
 from lsllama.modeling.loading import load_tokenizer
 from lsllama.modeling.model import build_model
+from lsllama.training import loop
 from lsllama.training.loop import _optimizer
 
 HERE = Path(__file__).resolve().parent
@@ -60,14 +64,20 @@ class Setting:
     batch_size: int = 16
     pad_multiple: int = batching.PAD_MULTIPLE
     model: dict[str, Any] = field(default_factory=dict)
+    math_attention_up_to: int = modeling.CPU_MATH_ATTENTION_MAX_LENGTH
+    micro_batch_tokens: int = loop.CPU_MICRO_BATCH_TOKENS
+    compile: bool = False
 
 
 SWEEP = [  # lsllama's defaults, then one lever at a time, then the official recipe's adapter
     Setting("defaults"),
     Setting("batch 64", batch_size=64),
-    Setting("width rounded up to a multiple of 8", pad_multiple=8),
+    Setting("exact widths (no rounding up to a multiple of 8)", pad_multiple=1),
     Setting("LoRA dropout 0.05 (the default until 2026-11-29)", model={"lora_dropout": 0.05}),
+    Setting("flash attention kernel (the CPU default until 2026-11-29)", math_attention_up_to=0),
+    Setting("no micro-batches for wide batches", micro_batch_tokens=1 << 30),
     Setting("official's adapter", model=OFFICIAL_ADAPTER),
+    Setting("torch.compile (train.compile)", compile=True),
 ]
 NO_LIMIT = 1 << 30
 INFERENCE_SWEEP = [NO_LIMIT, 1024, 512, 256, 128]
@@ -145,20 +155,25 @@ class Bench:
         return train_batches([it.n_tokens for it in self.items], batch_size, 0, 0)
 
     def step(self, batch: list[int]) -> tuple[float, float, float, float]:
-        """One optimizer step as the training loop takes it; seconds in forward, backward, clip, AdamW."""
-        enc = collate_items([self.items[i] for i in batch], self.pad_id)
-        marks = [time.perf_counter()]
-        logits = self.model(enc["input_ids"], enc["attention_mask"])
-        loss = F.cross_entropy(logits, torch.tensor([self.items[i].label for i in batch]))
-        marks.append(time.perf_counter())
-        loss.backward()
-        marks.append(time.perf_counter())
+        """One optimizer step as the training loop takes it (wide batches in micro-batches); seconds in
+        forward, backward, clip, AdamW."""
+        parts = loop._parts_to_fit([self.items[i] for i in batch], 1, torch.device("cpu"))
+        forward = backward = 0.0
+        for micro in (batch[k::parts] for k in range(parts)):
+            enc = collate_items([self.items[i] for i in micro], self.pad_id)
+            start = time.perf_counter()
+            logits = self.model(enc["input_ids"], enc["attention_mask"])
+            targets = torch.tensor([self.items[i].label for i in micro])
+            loss = F.cross_entropy(logits, targets, reduction="sum") / len(batch)
+            middle = time.perf_counter()
+            loss.backward()
+            forward, backward = forward + middle - start, backward + time.perf_counter() - middle
+        start = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
-        marks.append(time.perf_counter())
+        middle = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        marks.append(time.perf_counter())
-        return tuple(b - a for a, b in itertools.pairwise(marks))  # type: ignore[return-value]
+        return forward, backward, middle - start, time.perf_counter() - middle
 
 
 def sweep(model: str, rows: int) -> str:
@@ -179,9 +194,15 @@ def sweep(model: str, rows: int) -> str:
     ]
     for setting in SWEEP:
         batching.PAD_MULTIPLE = setting.pad_multiple  # read by the batch planner and collate at call time
+        modeling.CPU_MATH_ATTENTION_MAX_LENGTH = setting.math_attention_up_to  # read at each forward
+        loop.CPU_MICRO_BATCH_TOKENS = setting.micro_batch_tokens  # read at each step
         bench = Bench.build(model, rows, setting.model)
+        if setting.compile:
+            compile_decoder_layers(bench.model)
         batches = bench.batches(setting.batch_size)
+        start = time.perf_counter()
         bench.step(batches[0])
+        warm_up = time.perf_counter() - start
         # The faster of two passes: on a shared 2-core machine one pass can lose a tenth to a neighbour.
         seconds = min(sum(sum(bench.step(batch)) for batch in batches) for _ in range(2))
         lengths = [it.n_tokens for it in bench.items]
@@ -189,8 +210,9 @@ def sweep(model: str, rows: int) -> str:
         tokens = sum(lengths) / seconds
         lora = bench.cfg.model
         targets = lora.lora_targets if isinstance(lora.lora_targets, str) else ",".join(lora.lora_targets)
+        name = f"{setting.name}, after {warm_up:.0f} s compiling" if setting.compile else setting.name
         lines.append(
-            f"| {setting.name} | {setting.batch_size} | {setting.pad_multiple} | {lora.lora_r}, {lora.lora_dropout:g}, "
+            f"| {name} | {setting.batch_size} | {setting.pad_multiple} | {lora.lora_r}, {lora.lora_dropout:g}, "
             f"{targets} | {len(lengths) / seconds:.1f} | {tokens:.0f} | {computed / sum(lengths):.2f} | "
             f"{4 * params * tokens / (peak * 1e9):.3f} |"
         )
@@ -198,6 +220,8 @@ def sweep(model: str, rows: int) -> str:
         del bench
         gc.collect()
     batching.PAD_MULTIPLE = default_multiple
+    modeling.CPU_MATH_ATTENTION_MAX_LENGTH = SWEEP[0].math_attention_up_to
+    loop.CPU_MICRO_BATCH_TOKENS = SWEEP[0].micro_batch_tokens
     lines += [
         "",
         "Inference over the same rows, defaults, LoRA merged; batches of at most 64 rows and:",

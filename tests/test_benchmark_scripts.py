@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,17 +40,20 @@ def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
     rows = [r for r in table if len(r) == 8][1:]  # training: one row per setting, after the header
     inference = [r for r in table if len(r) == 4][1:]
-    assert [r[:3] for r in rows] == [[s.name, str(s.batch_size), str(s.pad_multiple)] for s in SWEEP]
+    assert [(r[0].split(", after")[0], r[1], r[2]) for r in rows] == [
+        (s.name, str(s.batch_size), str(s.pad_multiple)) for s in SWEEP
+    ]
+    assert re.fullmatch(r"torch\.compile \(train\.compile\), after \d+ s compiling", rows[-1][0])
     defaults = ModelConfig()
     assert rows[0][3] == f"{defaults.lora_r}, {defaults.lora_dropout:g}, all-linear"
-    assert rows[-1][3] == "12, 0.1, q_proj,v_proj"
+    assert rows[-2][3] == "12, 0.1, q_proj,v_proj"
     assert len(inference) == len(INFERENCE_SWEEP) and inference[0][0] == "no limit"
     assert sum("(CPU default)" in r[0] for r in inference) == 1
     assert all(float(r[1]) > 0 and float(r[3]) > 0 for r in inference)
     assert all(float(r[4]) > 0 and float(r[7]) > 0 for r in rows)
     padding = {m: {float(r[6]) for r in rows if r[1] == "16" and r[2] == m} for m in ("1", "8")}
     assert len(padding["1"]) == len(padding["8"]) == 1  # the same batches in every batch-16 setting
-    assert 1.0 <= padding["1"].pop() < padding["8"].pop()  # the default pads to each batch's longest row
+    assert 1.0 <= padding["1"].pop() < padding["8"].pop()  # exact widths compute fewer tokens than rounding
 
 
 def test_readme_benchmark_tables_are_the_files_the_benchmarks_wrote():
@@ -106,3 +110,28 @@ def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_
     assert len(list((tmp_path / "cache").iterdir())) == 4  # one run folder per value and seed
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["table"] == summary["table"]
+
+
+def test_ablation_of_a_package_constant_sets_it_per_run_and_keys_the_cache_on_it(tmp_path: Path, monkeypatch):
+    from benchmarks import ablation
+
+    from lsllama.data import batching
+
+    before = batching.PAD_MULTIPLE
+    seen: list[int] = []
+    real_train = ablation.train
+
+    def spy(cfg, run_dir, **kwargs):
+        seen.append(batching.PAD_MULTIPLE)  # what the run's code reads
+        return real_train(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(ablation, "train", spy)
+    runs = [
+        ablation.run("tiny-random", "sst2", "lsllama.data.batching.PAD_MULTIPLE", value, 1, 16, 8, tmp_path)
+        for value in (1, 8)
+    ]
+    assert seen == [1, 8] and before == batching.PAD_MULTIPLE
+    assert [r["value"] for r in runs] == [1, 8]
+    assert len(list(tmp_path.iterdir())) == 2  # same config, different constant: two cached runs
+    with pytest.raises(SystemExit, match="has no constant NOT_THERE"):
+        ablation.constant_owner("lsllama.data.batching.NOT_THERE")

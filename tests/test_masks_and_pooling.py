@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
+from lsllama.modeling import model as modeling
 from lsllama.modeling.pooling import last_token_index, pool
 
 TEXTS = ["a short one", "this text is quite a lot longer than the first one in the batch"]
@@ -13,6 +16,16 @@ MODES = [
     pytest.param({"bidirectional": True}, id="bidirectional"),
     pytest.param({"bidirectional": False, "unmask_from_layer": 1}, id="layerwise"),
 ]
+
+
+# sdpa on CPU runs PyTorch's math kernel for short batches and the flash kernel for wide ones: both.
+KERNELS = [pytest.param(modeling.CPU_MATH_ATTENTION_MAX_LENGTH, id="math"), pytest.param(0, id="flash")]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request, monkeypatch):
+    monkeypatch.setattr(modeling, "CPU_MATH_ATTENTION_MAX_LENGTH", request.param)
+    return request.param
 
 
 def _logits(model, tokenizer, texts, side):
@@ -25,7 +38,7 @@ def _logits(model, tokenizer, texts, side):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_sequence_logits_do_not_depend_on_padding(make_model, tokenizer, mode, pooling, side):
+def test_sequence_logits_do_not_depend_on_padding(make_model, tokenizer, mode, pooling, side, kernel):
     model = make_model("sequence", pooling=pooling, **mode)
     alone, _ = _logits(model, tokenizer, TEXTS[:1], side)
     batched, _ = _logits(model, tokenizer, TEXTS, side)
@@ -35,7 +48,7 @@ def test_sequence_logits_do_not_depend_on_padding(make_model, tokenizer, mode, p
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_token_logits_do_not_depend_on_padding(make_model, tokenizer, mode, impl, side):
+def test_token_logits_do_not_depend_on_padding(make_model, tokenizer, mode, impl, side, kernel):
     from lsllama.modeling.masks import configure_attention
 
     model = make_model("token", **mode)
@@ -46,6 +59,18 @@ def test_token_logits_do_not_depend_on_padding(make_model, tokenizer, mode, impl
     real = batched[0][mask[0].bool()]
     assert not torch.isnan(batched).any()
     torch.testing.assert_close(real, alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_math_and_flash_attention_kernels_give_the_same_logits(make_model, tokenizer, mode, monkeypatch):
+    model = make_model("token", **mode)
+    math, mask = _logits(model, tokenizer, TEXTS, "right")
+    assert not isinstance(modeling.attention_kernels(mask), contextlib.nullcontext)  # the math kernel ran
+    monkeypatch.setattr(modeling, "CPU_MATH_ATTENTION_MAX_LENGTH", 0)
+    assert isinstance(modeling.attention_kernels(mask), contextlib.nullcontext)
+    flash, _ = _logits(model, tokenizer, TEXTS, "right")
+    real = mask.bool()
+    torch.testing.assert_close(math[real], flash[real], atol=1e-5, rtol=1e-5)
 
 
 def _hidden_states(model, ids):

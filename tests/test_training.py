@@ -96,3 +96,56 @@ def test_adapters_take_bf16_activations_without_copies_and_still_get_gradients(m
     assert all(p.dtype == torch.float32 and p.grad is not None for p in lora.values())
     # B starts at zero, so only B's first gradient is non-zero
     assert all(p.grad.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+
+
+def test_compiled_layers_train_like_eager_ones_and_save_the_same_weights(toy_data, tmp_path):
+    from safetensors import safe_open
+
+    from lsllama.modeling.compilation import decoder_layers
+    from lsllama.training.loop import fit
+
+    runs = {}
+    for compiled in (False, True):
+        cfg = toy_config(toy_data, epochs=1, compile=compiled)
+        results, model = fit(cfg, tmp_path / f"compiled-{compiled}", progress=False)
+        events = [json.loads(line) for line in (tmp_path / f"compiled-{compiled}" / "metrics.jsonl").open()]
+        runs[compiled] = ([e["loss"] for e in events if e["event"] == "train"], results, model)
+    (eager_losses, eager_results, eager_model), (losses, results, model) = runs[False], runs[True]
+    assert len(losses) == len(eager_losses) > 1
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-3)  # same steps, same updates
+    assert results["validation"]["accuracy"] == eager_results["validation"]["accuracy"]
+    assert model is None  # compiled layers are not handed back for inference: callers reload the run
+    assert len(decoder_layers(eager_model.backbone)) == eager_model.backbone.config.num_hidden_layers
+    names = {}
+    for compiled in (False, True):
+        with safe_open(tmp_path / f"compiled-{compiled}" / "model.safetensors", "pt") as f:
+            names[compiled] = set(f.keys())
+    assert names[True] == names[False]
+
+
+def test_wide_cpu_batches_split_into_micro_batches_train_exactly_like_whole_ones(toy_data, tmp_path, monkeypatch):
+    from lsllama.training import loop
+
+    losses = {}
+    for cap in (1 << 30, 8):  # 8 padded tokens: every batch of the toy data is split, most into 8 parts
+        monkeypatch.setattr(loop, "CPU_MICRO_BATCH_TOKENS", cap)
+        out = tmp_path / f"cap-{cap}"
+        loop.train(toy_config(toy_data, epochs=1), out, progress=False)
+        events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+        losses[cap] = [e["loss"] for e in events if e["event"] == "train"]
+    assert len(losses[8]) == len(losses[1 << 30]) > 1  # the same optimizer steps
+    np.testing.assert_allclose(losses[8], losses[1 << 30], rtol=1e-4)
+
+
+def test_micro_batch_count_follows_padded_tokens_per_process():
+    import torch
+
+    from lsllama.data.encoding import Item
+    from lsllama.training.loop import CPU_MICRO_BATCH_TOKENS, _parts_to_fit
+
+    wide = [Item(input_ids=[1] * 100, example=i) for i in range(16)]  # 1,600 padded tokens
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert _parts_to_fit(wide, 1, cpu) == -(-1600 // CPU_MICRO_BATCH_TOKENS) > 1
+    assert _parts_to_fit(wide, 4, cpu) == -(-400 // CPU_MICRO_BATCH_TOKENS)  # each process holds a quarter
+    assert _parts_to_fit(wide[:2], 1, cpu) == 1
+    assert _parts_to_fit(wide, 1, gpu) == 1

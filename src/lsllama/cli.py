@@ -108,6 +108,9 @@ def train(
     load_in_4bit: Annotated[bool, Opt(help="QLoRA: NF4 frozen weights (CUDA + bitsandbytes).")] = False,
     load_in_8bit: Annotated[bool, Opt(help="8-bit frozen weights (CUDA + bitsandbytes).")] = False,
     gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing/--no-gradient-checkpointing")] = None,
+    compile: Annotated[
+        bool | None, Opt("--compile/--no-compile", help="torch.compile the decoder layers (pays on long runs).")
+    ] = None,
     quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
 ) -> None:
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
@@ -161,6 +164,7 @@ def train(
             "metric_for_best": metric_for_best,
             "early_stopping_patience": early_stopping_patience,
             "checkpoint_every": checkpoint_every,
+            "compile": compile,
         },
     }
     cfg = build_config(task=task, preset=preset, config_file=config, overrides=overrides)

@@ -130,6 +130,9 @@ class TrainConfig:
     """Write a resumable checkpoint every N optimizer steps (0: only at evaluations)."""
     keep_checkpoints: int = 2
     tensorboard: bool = True
+    compile: bool = False
+    """torch.compile each decoder layer for training (lsllama/modeling/compilation.py): minutes of
+    compilation first on a small CPU, faster steps after, so for long runs."""
 
 
 @dataclass

@@ -17,10 +17,12 @@ import torch
 if TYPE_CHECKING:
     from lsllama.data.encoding import Item
 
-PAD_MULTIPLE = 1
-"""Round a batch's width up to a multiple of this. Rounding to 8 bounded the number of distinct shapes,
-which once made CPU memory grow (NOTES.md) until `lsllama.heap` returned freed blocks to the system;
-since then it only adds padded tokens to compute (`benchmarks/profile_step.py --sweep` compares both)."""
+PAD_MULTIPLE = 8
+"""Round a batch's width up to a multiple of this. It computes a few more padded tokens, but bounds
+the number of distinct activation sizes: glibc's heap then reuses freed blocks instead of growing
+(`lsllama.heap`). Together with training's CPU micro-batches (`CPU_MICRO_BATCH_TOKENS`) it is what
+brought lsllama's peak RSS under the official recipe's (`benchmarks/speed.py` reports both;
+`benchmarks/profile_step.py --sweep` times exact widths against it)."""
 POOL_BATCHES = 64  # sort within pools of this many batches: grouped lengths, still a random order
 
 

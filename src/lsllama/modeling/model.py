@@ -20,6 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lsllama.config import ModelConfig
@@ -29,6 +30,19 @@ from lsllama.modeling.loading import load_backbone
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
 from lsllama.modeling.problems import DEFAULT_THRESHOLD, TargetScaling
+
+CPU_MATH_ATTENTION_MAX_LENGTH = 256
+"""On CPU, batches up to this many tokens wide run PyTorch's math attention (batched matmuls and a
+softmax) instead of its flash kernel, whose backward is slow on short rows: a training step on SST-2
+is markedly faster (`benchmarks/profile_step.py --sweep`). Wider batches keep the flash kernel, which
+never holds the (width x width) attention weights. sdpa attention only; accelerators are untouched."""
+
+
+def attention_kernels(input_ids: torch.Tensor) -> contextlib.AbstractContextManager:
+    if input_ids.device.type == "cpu" and input_ids.shape[-1] <= CPU_MATH_ATTENTION_MAX_LENGTH:
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
+
 
 FUSED_PROJECTIONS = {
     "q_proj": "qkv_proj",
@@ -104,7 +118,7 @@ class LabelSupervisedModel(nn.Module):
     ) -> torch.Tensor:
         """Logits, or (regression) values in the target's units. `groups` (rows,): the output row each
         input row belongs to, when some texts are read in several windows."""
-        with self.autocast(input_ids.device):
+        with self.autocast(input_ids.device), attention_kernels(input_ids):
             hidden = self.backbone(
                 input_ids=input_ids, attention_mask=attention_mask, use_cache=False
             ).last_hidden_state

@@ -30,6 +30,7 @@ from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_fil
 from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
+from lsllama.modeling.compilation import compile_decoder_layers, eagerly
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
@@ -43,8 +44,16 @@ from lsllama.training.checkpoint import (
 )
 from lsllama.training.distributed import describe, gather_optimizer_state, gather_weights, make_accelerator, restore
 
+CPU_MICRO_BATCH_TOKENS = 384
+"""On CPU, a training batch of more padded tokens than this (per process) runs as several
+micro-batches, with the same gradients (the loss is always divided by the whole batch's targets).
+The activations of the widest batches, and the heap blocks of many sizes they leave behind, set a
+run's peak RSS; capping them (with `PAD_MULTIPLE` 8) is what keeps lsllama's under the official
+recipe's (`benchmarks/speed.py`), while batches of typical sentences (16 x 24 tokens) still run
+whole. On GPUs a batch is split only on out-of-memory (`_halve_micro_batch`)."""
+
 # Settings that may differ between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = {"tensorboard", "keep_checkpoints", "eval_batch_size", "trust_remote_code"}
+RESUMABLE_CHANGES = {"tensorboard", "keep_checkpoints", "eval_batch_size", "trust_remote_code", "compile"}
 
 
 def _loss(
@@ -116,6 +125,8 @@ def fit(
     problem = cfg.data.problem
     scaling = target_scaling(train_examples) if problem == "regression" else None
     model = build_model(cfg.model, task, len(labels), tokenizer, device, problem, scaling)
+    if cfg.train.compile:
+        compile_decoder_layers(model)
     pad_id = tokenizer.pad_token_id
 
     lengths = [it.n_tokens for it in train_items]
@@ -160,9 +171,10 @@ def fit(
     def evaluate_and_keep_best() -> dict[str, Any]:
         nonlocal last_eval_step
         last_eval_step = state.global_step
-        logits = predict_logits(
-            model, task, val_examples, val_items, pad_id, cfg.train.eval_batch_size, device, rank, world
-        )
+        with eagerly():
+            logits = predict_logits(
+                model, task, val_examples, val_items, pad_id, cfg.train.eval_batch_size, device, rank, world
+            )
         metrics = score(task, val_examples, logits, labels)
         value = metrics[metric]
         improved = improves(metric, value, state.best_metric)
@@ -205,7 +217,8 @@ def fit(
         """Gradients of the global batch's mean loss, accumulated over micro-batches of this shard."""
         n_targets = max(1, _n_targets([train_items[i] for i in batch], task))
         step_loss, tokens = torch.zeros((), device=device), 0
-        micro_batches = [batch[k::accumulation] for k in range(accumulation) if batch[k::accumulation]]
+        parts = max(accumulation, _parts_to_fit([train_items[i] for i in batch], world, device))
+        micro_batches = [batch[k::parts] for k in range(parts) if batch[k::parts]]
         for k, micro in enumerate(micro_batches):
             local = shard(micro, rank, world)
             weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
@@ -319,8 +332,19 @@ def fit(
         if writer:
             writer.close()
     accelerator.wait_for_everyone()
-    # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone: callers reload those.
-    return results, unwrapped if world == 1 else None
+    # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone, and compiled layers would
+    # compile again for inference: callers reload those (eager) from the run.
+    return results, unwrapped if world == 1 and not cfg.train.compile else None
+
+
+def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
+    """How many micro-batches keep each process's share of this batch within `CPU_MICRO_BATCH_TOKENS`
+    padded tokens on CPU (1 elsewhere)."""
+    if device.type != "cpu":
+        return 1
+    rows = [row for item in items for row in item.rows()]
+    padded = -(-len(rows) // world) * max(len(row) for row in rows)
+    return max(1, -(-padded // CPU_MICRO_BATCH_TOKENS))
 
 
 def _halve_micro_batch(batch: list[int], accumulation: int, world: int, bar: tqdm) -> int:
