@@ -156,19 +156,29 @@ def ls_config(run: Run, ctx: Context) -> RunConfig:
     return build_config(task=DATASETS[run.dataset].task, overrides=overrides).resolved()
 
 
+NOT_IN_KEY = ("compile",)
+"""Train settings that do not change what a run computes (how fast it gets there), added after records
+were made: left out of the cache key, so those records stay theirs."""
+
+
+def _train_settings(train: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in train.items() if key not in NOT_IN_KEY}
+
+
 def recipe(run: Run, ctx: Context) -> dict[str, Any]:
     """Everything besides data, model and seed that determines the run's result (part of its cache key)."""
     kind = METHODS[run.method].kind
     if kind == "ls":
         cfg = ls_config(run, ctx).to_dict()
         cfg["model"]["name"], cfg["data"]["data"] = ctx.model, run.dataset
+        cfg["train"] = _train_settings(cfg["train"])
         return cfg
     sequence = sequence_defaults()
     if kind in ("zero_shot", "sft"):
         prompt = {"prompt": PROMPT, "task": DATASETS[run.dataset].prompt_task, "max_length": sequence.data.max_length}
         if kind == "zero_shot":
             return {**prompt, "precision": sequence.model.precision}
-        return {**prompt, "lora": asdict(sequence.model), "train": asdict(sequence.train)}
+        return {**prompt, "lora": asdict(sequence.model), "train": _train_settings(asdict(sequence.train))}
     if kind == "official":
         return {"epochs": sequence.train.epochs}
     if kind == "tfidf":

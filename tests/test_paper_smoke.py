@@ -4,6 +4,7 @@ fit of its time estimate."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,15 @@ def test_calibrate_recovers_the_rates_and_ignores_a_seed_slowed_by_a_shared_cpu(
             seconds[run] = estimate_seconds(workloads[run], true) * (3.0 if (index, seed) == (3, 42) else 1.0)
     fitted = calibrate(workloads, seconds)
     assert fitted == pytest.approx(true, rel=0.02)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_the_recorded_paper_suite_is_still_the_plan_so_reports_need_no_rerun():
+    """A setting added to the run config changes every cache key unless it is kept out of them
+    (`NOT_IN_KEY`): the committed records would silently stop counting."""
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/paper.py", "--dry-run"], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    planned, cached = map(int, re.search(r"(\d+) runs, (\d+) cached", proc.stdout).groups())
+    assert planned > 0 and cached == planned
