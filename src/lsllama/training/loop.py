@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lsllama.config import RunConfig
-from lsllama.data.batching import collate_items, shard, train_batches
+from lsllama.data.batching import collate_items, padded_length, shard, train_batches
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
 from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import RunError, TrainingError, UsageError
@@ -343,7 +343,7 @@ def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
     if device.type != "cpu":
         return 1
     rows = [row for item in items for row in item.rows()]
-    padded = -(-len(rows) // world) * max(len(row) for row in rows)
+    padded = -(-len(rows) // world) * padded_length(max(len(row) for row in rows))
     return max(1, -(-padded // CPU_MICRO_BATCH_TOKENS))
 
 
