@@ -160,7 +160,7 @@ class Bench:
         parts = loop._parts_to_fit([self.items[i] for i in batch], 1, torch.device("cpu"))
         forward = backward = 0.0
         for micro in (batch[k::parts] for k in range(parts)):
-            enc = collate_items([self.items[i] for i in micro], self.pad_id)
+            enc = collate_items([self.items[i] for i in micro], self.pad_id, multiple=batching.PAD_MULTIPLE)
             start = time.perf_counter()
             logits = self.model(enc["input_ids"], enc["attention_mask"])
             targets = torch.tensor([self.items[i].label for i in micro])
@@ -206,7 +206,9 @@ def sweep(model: str, rows: int) -> str:
         # The faster of two passes: on a shared 2-core machine one pass can lose a tenth to a neighbour.
         seconds = min(sum(sum(bench.step(batch)) for batch in batches) for _ in range(2))
         lengths = [it.n_tokens for it in bench.items]
-        computed = sum(batching.padded_length(max(lengths[i] for i in b)) * len(b) for b in batches)
+        computed = sum(
+            batching.padded_length(max(lengths[i] for i in b), setting.pad_multiple) * len(b) for b in batches
+        )
         tokens = sum(lengths) / seconds
         lora = bench.cfg.model
         targets = lora.lora_targets if isinstance(lora.lora_targets, str) else ",".join(lora.lora_targets)

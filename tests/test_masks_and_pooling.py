@@ -18,7 +18,7 @@ MODES = [
 ]
 
 
-# sdpa on CPU runs PyTorch's math kernel for short batches and the flash kernel for wide ones: both.
+# sdpa on CPU trains short batches with PyTorch's math kernel, wide ones with the flash kernel: both.
 KERNELS = [pytest.param(modeling.CPU_MATH_ATTENTION_MAX_LENGTH, id="math"), pytest.param(0, id="flash")]
 
 
@@ -31,8 +31,8 @@ def kernel(request, monkeypatch):
 def _logits(model, tokenizer, texts, side):
     tokenizer.padding_side = side
     batch = tokenizer(texts, return_tensors="pt", padding=True)
-    with torch.no_grad():
-        return model(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"]
+    # With gradients on, as in training: short CPU batches then run the math kernel (see `kernel`).
+    return model(batch["input_ids"], batch["attention_mask"]).detach(), batch["attention_mask"]
 
 
 @pytest.mark.parametrize("mode", MODES)

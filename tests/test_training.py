@@ -140,12 +140,12 @@ def test_wide_cpu_batches_split_into_micro_batches_train_exactly_like_whole_ones
 def test_micro_batch_count_follows_padded_tokens_per_process():
     import torch
 
-    from lsllama.data.batching import padded_length
+    from lsllama.data.batching import PAD_MULTIPLE, padded_length
     from lsllama.data.encoding import Item
     from lsllama.training.loop import CPU_MICRO_BATCH_TOKENS, _parts_to_fit
 
     wide = [Item(input_ids=[1] * 100, example=i) for i in range(16)]
-    padded = 16 * padded_length(100)
+    padded = 16 * padded_length(100, PAD_MULTIPLE)
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert _parts_to_fit(wide, 1, cpu) == -(-padded // CPU_MICRO_BATCH_TOKENS) > 1
     assert _parts_to_fit(wide, 4, cpu) == -(-padded // 4 // CPU_MICRO_BATCH_TOKENS)  # a quarter per process

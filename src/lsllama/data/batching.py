@@ -2,9 +2,9 @@
 
 The official code padded each 1,000-row chunk to its longest text and padded again in the collator:
 up to 64 tokens of compute for a 10-token sentence. Here texts of similar length share a batch and a
-batch is padded only to its own longest text (`PAD_MULTIPLE`). The batch plan is a pure function of
-(lengths, seed, epoch), which is what lets a resumed run continue at the exact batch where it stopped,
-on any number of processes.
+batch is padded only to its own longest text (training batches: rounded up, `PAD_MULTIPLE`). The
+batch plan is a pure function of (lengths, seed, epoch), which is what lets a resumed run continue at
+the exact batch where it stopped, on any number of processes.
 """
 
 from __future__ import annotations
@@ -18,30 +18,33 @@ if TYPE_CHECKING:
     from lsllama.data.encoding import Item
 
 PAD_MULTIPLE = 8
-"""Round a batch's width up to a multiple of this. It computes a few more padded tokens, but bounds
+"""Round a training batch's width up to a multiple of this. It computes a few more padded tokens, but bounds
 the number of distinct activation sizes: glibc's heap then reuses freed blocks instead of growing
 (`lsllama.heap`). Together with training's CPU micro-batches (`CPU_MICRO_BATCH_TOKENS`) it is what
 brought lsllama's peak RSS under the official recipe's (`benchmarks/speed.py` reports both;
-`benchmarks/profile_step.py --sweep` times exact widths against it)."""
+`benchmarks/profile_step.py --sweep` times exact widths against it). Inference batches, which keep no
+activations, are padded to their exact width: rounding only slowed them."""
 POOL_BATCHES = 64  # sort within pools of this many batches: grouped lengths, still a random order
 
 
-def padded_length(length: int) -> int:
-    return -(-length // PAD_MULTIPLE) * PAD_MULTIPLE
+def padded_length(length: int, multiple: int = 1) -> int:
+    return -(-length // multiple) * multiple
 
 
-def _cut(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+def _cut(
+    order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None, multiple: int = 1
+) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
     for index in order:
-        longest_if_added = max(longest, padded_length(lengths[index]))
+        longest_if_added = max(longest, padded_length(lengths[index], multiple))
         too_many = (
             len(current) >= batch_size if max_tokens is None else longest_if_added * (len(current) + 1) > max_tokens
         )
         if current and too_many:
             batches.append(current)
-            current, longest_if_added = [], padded_length(lengths[index])
+            current, longest_if_added = [], padded_length(lengths[index], multiple)
         current.append(index)
         longest = longest_if_added
     if current:
@@ -60,7 +63,7 @@ def train_batches(
     batches: list[list[int]] = []
     for start in range(0, len(order), pool):
         chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        batches += _cut(chunk, lengths, batch_size, max_tokens)
+        batches += _cut(chunk, lengths, batch_size, max_tokens, PAD_MULTIPLE)
     rng.shuffle(batches)
     return batches
 
@@ -76,20 +79,24 @@ def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
     return batch[rank::world_size]
 
 
-def collate_items(items: list[Item], pad_id: int, with_token_labels: bool = False) -> dict[str, torch.Tensor]:
+def collate_items(
+    items: list[Item], pad_id: int, with_token_labels: bool = False, multiple: int = 1
+) -> dict[str, torch.Tensor]:
     """A batch of items: one row per window, and `groups` (row -> item) when
     some item is a long text read in windows, for the model to average its windows' pooled vectors."""
     rows = [row for item in items for row in item.rows()]
     labels = [item.token_labels or [] for item in items] if with_token_labels else None
-    batch = collate(rows, pad_id, labels)
+    batch = collate(rows, pad_id, labels, multiple)
     if len(rows) > len(items):
         batch["groups"] = torch.tensor([i for i, item in enumerate(items) for _ in item.rows()], dtype=torch.long)
     return batch
 
 
-def collate(sequences: list[list[int]], pad_id: int, labels: list[list[int]] | None = None) -> dict[str, torch.Tensor]:
-    """Right-pad to the batch's longest sequence, rounded up; pooling reads the mask, not pad ids."""
-    width = padded_length(max(len(s) for s in sequences))
+def collate(
+    sequences: list[list[int]], pad_id: int, labels: list[list[int]] | None = None, multiple: int = 1
+) -> dict[str, torch.Tensor]:
+    """Right-pad to the batch's longest sequence, rounded up to `multiple`; pooling reads the mask, not pad ids."""
+    width = padded_length(max(len(s) for s in sequences), multiple)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):

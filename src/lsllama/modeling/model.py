@@ -32,14 +32,16 @@ from lsllama.modeling.pooling import pool
 from lsllama.modeling.problems import DEFAULT_THRESHOLD, TargetScaling
 
 CPU_MATH_ATTENTION_MAX_LENGTH = 256
-"""On CPU, batches up to this many tokens wide run PyTorch's math attention (batched matmuls and a
-softmax) instead of its flash kernel, whose backward is slow on short rows: a training step on SST-2
-is markedly faster (`benchmarks/profile_step.py --sweep`). Wider batches keep the flash kernel, which
-never holds the (width x width) attention weights. sdpa attention only; accelerators are untouched."""
+"""On CPU, training batches up to this many tokens wide run PyTorch's math attention (batched matmuls
+and a softmax) instead of its flash kernel, whose backward is slow on short rows: a training step on
+SST-2 is markedly faster, at the same accuracy (`benchmarks/profile_step.py --sweep`,
+`benchmarks/ablation.py`). Wider batches keep the flash kernel, which never holds the (width x width)
+attention weights, and so does inference (no backward pass). sdpa only; accelerators are untouched."""
 
 
 def attention_kernels(input_ids: torch.Tensor) -> contextlib.AbstractContextManager:
-    if input_ids.device.type == "cpu" and input_ids.shape[-1] <= CPU_MATH_ATTENTION_MAX_LENGTH:
+    short = input_ids.shape[-1] <= CPU_MATH_ATTENTION_MAX_LENGTH
+    if input_ids.device.type == "cpu" and torch.is_grad_enabled() and short:
         return sdpa_kernel([SDPBackend.MATH])
     return contextlib.nullcontext()
 

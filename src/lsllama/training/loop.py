@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from lsllama.config import RunConfig
+from lsllama.data import batching
 from lsllama.data.batching import collate_items, padded_length, shard, train_batches
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
 from lsllama.data.encoding import IGNORE, Item, encode_examples
@@ -225,7 +226,7 @@ def fit(
             items = [train_items[i] for i in (local or micro[:1])]
             if oom_above is not None and len(items) > oom_above:
                 raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {len(items)} > {oom_above}")
-            enc = collate_items(items, pad_id, with_token_labels=task == "token")
+            enc = collate_items(items, pad_id, with_token_labels=task == "token", multiple=batching.PAD_MULTIPLE)
             groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
             sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
             with sync:
@@ -343,7 +344,7 @@ def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
     if device.type != "cpu":
         return 1
     rows = [row for item in items for row in item.rows()]
-    padded = -(-len(rows) // world) * padded_length(max(len(row) for row in rows))
+    padded = -(-len(rows) // world) * padded_length(max(len(row) for row in rows), batching.PAD_MULTIPLE)
     return max(1, -(-padded // CPU_MICRO_BATCH_TOKENS))
 
 
