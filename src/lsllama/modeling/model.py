@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lsllama.config import ModelConfig
 from lsllama.errors import RunError, UsageError
-from lsllama.heap import return_freed_tensors_to_the_system
+from lsllama.heap import release_free_heap_pages, return_freed_tensors_to_the_system
 from lsllama.modeling.loading import load_backbone
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
@@ -252,4 +252,6 @@ def build_model(
     else:
         backbone.requires_grad_(False)
     model = LabelSupervisedModel(backbone, num_labels, task, cfg.pooling, dtype, problem, scaling)
-    return model if cfg.quantization else model.to(device)
+    model = model if cfg.quantization else model.to(device)
+    release_free_heap_pages()
+    return model
