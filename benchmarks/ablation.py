@@ -71,20 +71,21 @@ def constant_set_to(setting: str, value: object):
 def run(
     model: str, dataset: str, setting: str, value: object, seed: int, train_rows: int, eval_rows: int, cache: Path
 ) -> dict:
-    key = setting.rsplit(".", 1)[1] if is_constant(setting) else setting.split(".", 1)[1]
+    owner, key = setting.rsplit(".", 1)
     overrides: dict[str, dict] = {
         "model": {"name": model},
         "data": {"data": dataset, "max_train_samples": train_rows, "max_eval_samples": eval_rows},
         "train": {"seed": seed, "tensorboard": False},
     }
     identity: dict = {}
+    changed: contextlib.AbstractContextManager = contextlib.nullcontext()
     if is_constant(setting):
-        identity["constant"] = {setting: value}  # not in the config: the cache key must carry it
+        identity = {"constant": {setting: value}}  # not in the config: the cache key must carry it
+        changed = constant_set_to(setting, value)
     else:
-        overrides.setdefault(setting.split(".", 1)[0], {})[key] = value
+        overrides[owner][key] = value
     cfg = build_config(task=DATASETS[dataset].task, overrides=overrides).resolved()
     digest = hashlib.sha256(json.dumps({**cfg.to_dict(), **identity}, sort_keys=True).encode()).hexdigest()[:12]
-    changed = constant_set_to(setting, value) if is_constant(setting) else contextlib.nullcontext()
     with changed:
         results = train(cfg, cache / f"{dataset}-{key}-{value}-seed{seed}-{digest}", progress=True)
     metric = results["metric_for_best"]

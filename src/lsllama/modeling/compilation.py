@@ -6,8 +6,9 @@ reuses that graph for the others, so compilation costs one layer's time, not the
 `dynamic=True`, because length-grouped batches change width at every step; a fixed-shape compile
 would recompile for each new width. Evaluation runs the same layers eagerly: in inference mode the
 compiled graph does not apply and a second compilation would not pay for one pass over the
-validation split. On this project's 2-core CPU compilation takes minutes and then speeds a step up
-by about a third, so it pays on long runs only (`benchmarks/profile_step.py --sweep` measures both).
+validation split. On this project's 2-core CPU compilation takes minutes (less once torch's on-disk
+cache holds it) before steps run faster, so it pays on long runs only (`benchmarks/profile_step.py
+--sweep` measures both).
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return [module for module in model.modules() if type(module).__name__ in classes]
 
 
-def compile_decoder_layers(model: nn.Module) -> int:
+def compile_decoder_layers(model: nn.Module) -> None:
     layers = decoder_layers(model)
     if not layers:
         raise UsageError("--compile: this model names no decoder layers (_no_split_modules) to compile")
     for layer in layers:
         layer.compile(dynamic=True)
-    return len(layers)
 
 
 def eagerly() -> contextlib.AbstractContextManager:

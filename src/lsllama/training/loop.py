@@ -26,7 +26,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from lsllama.config import RunConfig
 from lsllama.data import batching
-from lsllama.data.batching import collate_items, padded_length, shard, train_batches
+from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
 from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import RunError, TrainingError, UsageError
@@ -216,9 +216,10 @@ def fit(
 
     def forward_backward(batch: list[int], accumulation: int) -> tuple[float, int]:
         """Gradients of the global batch's mean loss, accumulated over micro-batches of this shard."""
-        n_targets = max(1, _n_targets([train_items[i] for i in batch], task))
+        batch_items = [train_items[i] for i in batch]
+        n_targets = max(1, _n_targets(batch_items, task))
         step_loss, tokens = torch.zeros((), device=device), 0
-        parts = max(accumulation, _parts_to_fit([train_items[i] for i in batch], world, device))
+        parts = max(accumulation, _parts_to_fit(batch_items, world, device))
         micro_batches = [batch[k::parts] for k in range(parts) if batch[k::parts]]
         for k, micro in enumerate(micro_batches):
             local = shard(micro, rank, world)
@@ -344,7 +345,7 @@ def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
     if device.type != "cpu":
         return 1
     rows = [row for item in items for row in item.rows()]
-    padded = -(-len(rows) // world) * padded_length(max(len(row) for row in rows), batching.PAD_MULTIPLE)
+    padded = -(-len(rows) // world) * batching.padded_length(max(len(row) for row in rows), batching.PAD_MULTIPLE)
     return max(1, -(-padded // CPU_MICRO_BATCH_TOKENS))
 
 
