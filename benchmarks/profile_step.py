@@ -12,9 +12,9 @@ is what compares with the official recipe.
 
 `--sweep` trains the same rows twice per setting, the faster pass counting (the defaults, then one
 lever at a time: batch size, exact batch widths instead of multiples of 8, LoRA dropout 0.05,
-PyTorch's flash attention kernel instead of the math one, no micro-batches for wide batches, the
-official recipe's adapter: r 12 on q,v with dropout 0.1, and torch.compile of the decoder layers,
-its compilation time shown), then runs inference over them with several token budgets per batch
+PyTorch's flash attention kernel instead of the math one, no micro-batches for wide batches, foreach
+instead of fused AdamW, the official recipe's adapter: r 12 on q,v with dropout 0.1, and torch.compile
+of the decoder layers, its compilation time shown), then runs inference over them with several token budgets per batch
 (the faster of two passes each), and prints samples/s, real tokens/s and the useful FLOP/s as a
 fraction of a bf16 matmul rate measured in the same run, as Markdown tables (also written to
 benchmarks/results/profile_sweep.md): which lever pays here.
@@ -67,6 +67,7 @@ class Setting:
     math_attention_up_to: int = modeling.CPU_MATH_ATTENTION_MAX_LENGTH
     micro_batch_tokens: int = loop.CPU_MICRO_BATCH_TOKENS
     compile: bool = False
+    foreach_adamw: bool = False
 
 
 SWEEP = [  # lsllama's defaults, then one lever at a time, then the official recipe's adapter
@@ -76,6 +77,7 @@ SWEEP = [  # lsllama's defaults, then one lever at a time, then the official rec
     Setting("LoRA dropout 0.05 (the default until 2026-11-29)", model={"lora_dropout": 0.05}),
     Setting("flash attention kernel (the CPU default until 2026-11-29)", math_attention_up_to=0),
     Setting("no micro-batches for wide batches", micro_batch_tokens=1 << 30),
+    Setting("foreach AdamW instead of fused (the default until 2026-11-29)", foreach_adamw=True),
     Setting("official's adapter", model=OFFICIAL_ADAPTER),
     Setting("torch.compile (train.compile)", compile=True),
 ]
@@ -199,6 +201,8 @@ def sweep(model: str, rows: int) -> str:
         bench = Bench.build(model, rows, setting.model)
         if setting.compile:
             compile_decoder_layers(bench.model)
+        for group in bench.optimizer.param_groups if setting.foreach_adamw else []:
+            group.update(fused=False, foreach=True)  # AdamW reads both per group at each step
         batches = bench.batches(setting.batch_size)
         start = time.perf_counter()
         bench.step(batches[0])

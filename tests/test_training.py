@@ -151,3 +151,28 @@ def test_micro_batch_count_follows_padded_tokens_per_process():
     assert _parts_to_fit(wide, 4, cpu) == -(-padded // 4 // CPU_MICRO_BATCH_TOKENS)  # a quarter per process
     assert _parts_to_fit(wide[:2], 1, cpu) == 1
     assert _parts_to_fit(wide, 1, gpu) == 1
+
+
+def test_optimizer_is_fused_on_cpu_and_steps_like_the_reference_adamw(make_model):
+    """The fused kernel must take the same AdamW step (decay on matrices only) as the reference implementation."""
+    import torch
+
+    from lsllama.training.loop import _optimizer
+
+    models = [make_model().train() for _ in range(2)]
+    fused = _optimizer(models[0], lr=1e-2, weight_decay=0.1)
+    assert all(group["fused"] for group in fused.param_groups)
+    assert [group["weight_decay"] for group in fused.param_groups] == [0.1, 0.0]
+    decay = [p for p in models[1].parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in models[1].parameters() if p.requires_grad and p.dim() < 2]
+    reference = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-2, foreach=False
+    )
+    ids, mask = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    for model, optimizer in zip(models, (fused, reference), strict=True):
+        for _ in range(3):
+            model(ids, mask).logsumexp(-1).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
