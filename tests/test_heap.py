@@ -1,4 +1,5 @@
-"""lsllama.heap: freed tensor memory goes back to the system (glibc)."""
+"""Resident memory: freed tensor memory goes back to the system (lsllama.heap, glibc); training loads no
+library it does not use."""
 
 from __future__ import annotations
 
@@ -37,3 +38,15 @@ def test_free_pages_inside_the_heap_are_released():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["freed"] < 10  # freeing alone keeps those pages: glibc only trims the heap's top
     assert result["released"] and result["trimmed"] > 100  # ~160 MB handed back
+
+
+def test_training_and_prediction_imports_leave_the_metric_libraries_out():
+    """scikit-learn (also behind seqeval) loads when scores are computed: libraries imported at start-up stay
+    resident through every training step and add to its peak."""
+    script = (
+        "import sys, lsllama.api, lsllama.cli, lsllama.training.loop, lsllama.evaluation.evaluate\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'seqeval', 'pandas', 'matplotlib'}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -7,8 +7,8 @@ A fixed threshold keeps large blocks in their own mappings, returned to the syst
 set at 1 MiB: lower thresholds kept RSS lower still but made CPU steps markedly slower (every
 activation then costs a fresh mapping and its page faults). Once a model is built, the free pages that
 loading and converting its weights left inside the heap are handed back too (`malloc_trim`): training's
-activations would not reuse all of them, and a run's peak RSS counts them. Elsewhere (macOS, musl)
-this does nothing.
+activations would not reuse all of them, and a run's peak RSS counts them. Training hands back its
+freed activations before each evaluation for the same reason. Elsewhere (macOS, musl) this does nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def return_freed_tensors_to_the_system() -> bool:
 
 
 def release_free_heap_pages() -> bool:
-    """Called once a model is built; True where the heap gave pages back to the system."""
+    """Called once a model is built and before each evaluation in training; True where the heap gave pages
+    back to the system."""
     malloc_trim = _libc_function("malloc_trim")
     return bool(malloc_trim and malloc_trim(0))

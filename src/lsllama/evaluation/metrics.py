@@ -1,15 +1,19 @@
-"""Sequence-task metrics, from scikit-learn and scipy so that they mean what everyone expects."""
+"""Sequence-task metrics, from scikit-learn and scipy so that they mean what everyone expects.
+
+Both are imported when scores are computed, not with this module: the training loop imports it, and
+libraries loaded at start-up stay resident through every training step, adding to the peak memory that
+`benchmarks/speed.py` compares (`tests/test_heap.py` checks that training's imports leave them out)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 
 def classification_metrics(gold: list[int], pred: list[int], names: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     ids = list(range(len(names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, pred, labels=ids, average=None, zero_division=0
@@ -39,6 +43,8 @@ def _per_class(names: list[str], precision, recall, f1, support) -> dict[str, di
 def multi_label_metrics(gold: np.ndarray, pred: np.ndarray, names: list[str]) -> dict[str, Any]:
     """gold, pred: (examples, labels) of 0/1. Micro F1 pools every (example, label) decision; macro F1
     averages the labels' F1; subset accuracy counts examples whose whole label set is right."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(gold, pred, average=None, zero_division=0)
     micro_p, micro_r, micro_f1, _ = precision_recall_fscore_support(gold, pred, average="micro", zero_division=0)
     return {
@@ -54,6 +60,8 @@ def multi_label_metrics(gold: np.ndarray, pred: np.ndarray, names: list[str]) ->
 
 def regression_metrics(gold: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     """Errors in the target's units; a correlation that is undefined (constant predictions) counts as 0."""
+    from scipy.stats import pearsonr, spearmanr
+
     error = pred - gold
     constant = len(gold) < 2 or np.ptp(pred) == 0 or np.ptp(gold) == 0
     return {

@@ -12,8 +12,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TypedDict
 
-from seqeval.metrics.sequence_labeling import get_entities
-
 from lsllama.data.tagging import split_tag
 
 Entity = tuple[str, int, int]
@@ -49,6 +47,8 @@ def extract_entities(tags: Sequence[str]) -> list[Entity]:
     for tag in tags:
         if split_tag(tag)[0] not in ("O", "B", "I"):
             raise ValueError(f"tag {tag!r} is not IOB2: convert it with to_iob2 before scoring")
+    from seqeval.metrics.sequence_labeling import get_entities  # imports scikit-learn: see metrics.py
+
     return [(entity_type, start, end + 1) for entity_type, start, end in get_entities(list(tags))]
 
 

@@ -31,6 +31,7 @@ from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_fil
 from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
+from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.compilation import compile_decoder_layers, eagerly
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
@@ -175,6 +176,9 @@ def fit(
     def evaluate_and_keep_best() -> dict[str, Any]:
         nonlocal last_eval_step
         last_eval_step = state.global_step
+        # Training's freed activations stay in the heap; evaluation (and the metric libraries it imports)
+        # would add to them. Handed back, they are faulted in again by the next steps, cheaply.
+        release_free_heap_pages()
         with eagerly():
             logits = predict_logits(
                 model, task, val_examples, val_items, pad_id, cfg.train.eval_batch_size, device, rank, world
