@@ -171,7 +171,8 @@ class Bench:
             loss.backward()
             forward, backward = forward + middle - start, backward + time.perf_counter() - middle
         start = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # as the loop clips
+        torch.nn.utils.clip_grad_norm_(trainable, self.cfg.train.max_grad_norm)
         middle = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -153,6 +153,7 @@ def fit(
     accelerator.wait_for_everyone()
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: LabelSupervisedModel = accelerator.unwrap_model(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # clipping skips the frozen backbone's
     if resume_from:  # into the prepared model: under FSDP each process keeps its shard of the full tensors
         try:
             restore(unwrapped, optimizer, resume_from.weights, resume_from.optimizer)
@@ -269,7 +270,7 @@ def fit(
                     + (f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written yet")
                 )
             if cfg.train.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+                accelerator.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
