@@ -6,6 +6,9 @@ AutoModelForSequenceClassification, the whole model cast to bf16, PEFT LoRA (r 1
 (so every 1,000-row chunk is padded to its longest text, max length 64), DataCollatorWithPadding,
 and Trainer with batch 8, lr 1e-4, weight decay 0.01, linear decay without warmup. Model selection
 here is on validation (the official scripts used test in three of four cases; we do not copy that).
+
+`datasets` and transformers' Trainer are imported by `run_official` only: the lsllama workers of
+`benchmarks/speed.py` read `ADAPTER` from here, and whatever a process imports counts in its peak RSS.
 """
 
 from __future__ import annotations
@@ -13,20 +16,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from datasets import Dataset
-from peft import LoraConfig, TaskType, get_peft_model
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainingArguments,
-)
 
 from lsllama.modeling.loading import model_source
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 MAX_LENGTH = 64
 ADAPTER = {"lora_r": 12, "lora_alpha": 32, "lora_dropout": 0.1, "lora_targets": ["q_proj", "v_proj"]}
@@ -47,6 +45,8 @@ class OfficialResult:
 
 
 def _dataset(tokenizer, texts: list[str], labels: list[int]) -> Dataset:
+    from datasets import Dataset
+
     ds = Dataset.from_dict({"text": texts, "label": labels})
 
     def preprocess(batch):
@@ -68,6 +68,15 @@ def run_official(
     speed_texts: list[str] | None = None,
 ) -> OfficialResult:
     """Train with the official recipe; time training, and inference on `speed_texts` (default: train)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
     source = model_source(model_name)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:

@@ -135,3 +135,18 @@ def test_ablation_of_a_package_constant_sets_it_per_run_and_keys_the_cache_on_it
     assert len(list(tmp_path.iterdir())) == 2  # same config, different constant: two cached runs
     with pytest.raises(SystemExit, match="has no constant NOT_THERE"):
         ablation.constant_owner("lsllama.data.batching.NOT_THERE")
+
+
+def test_speed_benchmark_workers_import_only_what_their_own_recipe_needs():
+    """Peak RSS counts every library a process imports: the lsllama workers read the official recipe's
+    adapter settings, and must not load its training stack (datasets, Trainer) with them."""
+    script = (
+        "import sys; sys.path.insert(0, '.')\n"
+        "import benchmarks.speed\n"
+        "from benchmarks.official_recipe import ADAPTER\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'datasets', 'sklearn', 'pandas'}))\n"
+        "print('transformers.trainer' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["[]", "False"]
