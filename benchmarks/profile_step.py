@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py [--rows 200] [--batch-size 16] [--steps 10] [--lora-dropout 0.05]
     python benchmarks/profile_step.py --sweep [--rows 256] [--model NAME] [--out FILE]
+    python benchmarks/profile_step.py --shapes [--rows 600] [--model NAME] [--out FILE]
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
@@ -18,6 +19,10 @@ of the decoder layers, its compilation time shown), then runs inference over the
 (the faster of two passes each), and prints samples/s, real tokens/s and the useful FLOP/s as a
 fraction of a bf16 matmul rate measured in the same run, as Markdown tables (also written to
 benchmarks/results/profile_sweep.md): which lever pays here.
+
+`--shapes` times training steps on batches of one padded width and a growing number of rows (real
+SST-2 rows, so real padding masks) and fits seconds = fixed + per-token x computed tokens
+(benchmarks/results/profile_shapes.md): how much of a typical step no batching of its rows can remove.
 """
 
 from __future__ import annotations
@@ -257,6 +262,56 @@ def sweep(model: str, rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+SHAPES = [(1, 16), (2, 16), (4, 16), (8, 16), (16, 16), (16, 8), (16, 24)]
+"""(rows, padded width) of the training steps that --shapes times: few rows, then SST-2's typical batches."""
+
+
+def shapes(model: str, rows: int) -> str:
+    """Seconds per training step against computed tokens, for batches of real SST-2 rows of one padded width,
+    and the least-squares line through them: what a step costs whatever its size, and what each token adds."""
+    peak = bf16_matmul_gflops()
+    params = non_embedding_params(model)
+    bench = Bench.build(model, rows, {})
+    by_width: dict[int, list[int]] = {}
+    for i, item in enumerate(bench.items):
+        by_width.setdefault(batching.padded_length(item.n_tokens, batching.PAD_MULTIPLE), []).append(i)
+    points = []
+    for n, width in SHAPES:
+        batch = by_width.get(width, [])[:n]
+        if len(batch) < n:
+            raise SystemExit(f"--rows {rows}: fewer than {n} SST-2 rows of padded width {width}; load more rows")
+        bench.step(batch)  # warm-up: this shape's first-call allocations and kernel selection
+        points.append((n, width, min(sum(bench.step(batch)) for _ in range(3))))
+    tokens = torch.tensor([float(n * width) for n, width, _ in points])
+    seconds = torch.tensor([s for _, _, s in points])
+    design = torch.stack([torch.ones_like(tokens), tokens], dim=1)
+    fixed, per_token = torch.linalg.lstsq(design, seconds.unsqueeze(1)).solution.squeeze(1).tolist()
+    lengths = [it.n_tokens for it in bench.items]
+    mean_width = sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
+    typical = 16 * mean_width
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    lines = [
+        f"`python benchmarks/profile_step.py --shapes --rows {rows}` — {model}, {machine}, {date.today().isoformat()}; "
+        f"training steps (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, the fastest of "
+        f"three after a warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s.",
+        "",
+        "| rows x padded width | computed tokens | seconds per step | useful FLOP/s / peak (computed tokens) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for n, width, secs in points:
+        lines.append(
+            f"| {n} x {width} | {n * width} | {secs:.3f} | {4 * params * n * width / secs / (peak * 1e9):.3f} |"
+        )
+    lines += [
+        "",
+        f"Least-squares line: a step costs {fixed:.3f} s plus {per_token * 1e3:.2f} ms per computed token. At the "
+        f"margin a token runs at {4 * params / per_token / (peak * 1e9):.2f} of the matmul peak; the fixed part is "
+        f"{fixed / (fixed + per_token * typical):.0%} of a step of 16 rows at these rows' mean padded width "
+        f"({mean_width:.1f} tokens).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
@@ -265,11 +320,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lora-dropout", type=float, default=None, help="default: the package default")
     parser.add_argument("--sweep", action="store_true", help="samples/s: defaults, then one lever at a time")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "profile_sweep.md", help="--sweep's table")
+    parser.add_argument("--shapes", action="store_true", help="seconds per step against batch size: fixed cost")
+    parser.add_argument("--out", type=Path, help="the table's file (default: benchmarks/results/profile_<mode>.md)")
     args = parser.parse_args()
-    if args.sweep:
-        table = sweep(args.model, args.rows)
-        args.out.write_text(table)
+    if args.sweep or args.shapes:
+        table = sweep(args.model, args.rows) if args.sweep else shapes(args.model, args.rows)
+        out = args.out or HERE / "results" / f"profile_{'sweep' if args.sweep else 'shapes'}.md"
+        out.write_text(table)
         print(table)
         return
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.profile_step import INFERENCE_SWEEP, SWEEP
+from benchmarks.profile_step import INFERENCE_SWEEP, SHAPES, SWEEP
 
 from lsllama.config import ModelConfig
 
@@ -54,6 +54,20 @@ def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
     padding = {m: {float(r[6]) for r in rows if r[1] == "16" and r[2] == m} for m in ("1", "8")}
     assert len(padding["1"]) == len(padding["8"]) == 1  # the same batches in every batch-16 setting
     assert 1.0 <= padding["1"].pop() < padding["8"].pop()  # exact widths compute fewer tokens than rounding
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
+    out = tmp_path / "shapes.md"
+    command = [sys.executable, "benchmarks/profile_step.py", "--shapes", "--model", "tiny-random", "--rows", "300"]
+    proc = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+    assert [(r[0], int(r[1])) for r in table] == [(f"{n} x {w}", n * w) for n, w in SHAPES]
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in table)
+    assert re.search(r"a step costs -?[\d.]+ s plus -?[\d.]+ ms per computed token", text)
 
 
 def test_readme_benchmark_tables_are_the_files_the_benchmarks_wrote():
