@@ -50,8 +50,8 @@ CPU_MICRO_BATCH_TOKENS = 384
 """On CPU, a training batch of more padded tokens than this (per process) runs as several
 micro-batches, with the same gradients (the loss is always divided by the whole batch's targets).
 The activations of the widest batches, and the heap blocks of many sizes they leave behind, set a
-run's peak RSS; capping them (with `PAD_MULTIPLE` 8) is what brings lsllama's level with the official
-recipe's (`benchmarks/speed.py`), while batches of typical sentences (16 x 24 tokens) still run
+run's peak RSS; capping them (with `PAD_MULTIPLE` 8) is what first brought lsllama's level with the
+official recipe's (`benchmarks/speed.py`), while batches of typical sentences (16 x 24 tokens) still run
 whole. On GPUs a batch is split only on out-of-memory (`_halve_micro_batch`)."""
 
 # Settings that may differ between a run and its resumption without changing what is computed.
