@@ -176,3 +176,21 @@ def test_optimizer_is_fused_on_cpu_and_steps_like_the_reference_adamw(make_model
             optimizer.zero_grad(set_to_none=True)
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_compiled_decoder_layers_share_one_graph(make_model):
+    """Every layer's input must look alike to dynamo (requires_grad included), or the first layer compiles
+    its own graph: compilation is the cost that decides whether --compile pays."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from lsllama.modeling.compilation import compile_decoder_layers
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = make_model().train()
+    compile_decoder_layers(model)
+    ids, mask = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    for _ in range(2):
+        model(ids, mask).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1

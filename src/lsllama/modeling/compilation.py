@@ -36,6 +36,10 @@ def compile_decoder_layers(model: nn.Module) -> None:
     layers = decoder_layers(model)
     if not layers:
         raise UsageError("--compile: this model names no decoder layers (_no_split_modules) to compile")
+    # The first layer's input (the frozen embeddings' output) does not require grad, the others' do:
+    # dynamo guards on that and would compile the first layer again. Marking the embeddings' output as
+    # requiring grad costs one unused input gradient and keeps one graph for every layer.
+    next(m for m in model.modules() if isinstance(m, PreTrainedModel)).enable_input_require_grads()
     for layer in layers:
         layer.compile(dynamic=True)
 
