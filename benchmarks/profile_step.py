@@ -144,6 +144,10 @@ class Bench:
     pad_id: int
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    trainable: list[torch.nn.Parameter] = field(init=False)  # what the loop clips
+
+    def __post_init__(self) -> None:
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
     @classmethod
     def build(cls, model: str, rows: int, model_overrides: dict[str, Any]) -> Bench:
@@ -176,8 +180,7 @@ class Bench:
             loss.backward()
             forward, backward = forward + middle - start, backward + time.perf_counter() - middle
         start = time.perf_counter()
-        trainable = [p for p in self.model.parameters() if p.requires_grad]  # as the loop clips
-        torch.nn.utils.clip_grad_norm_(trainable, self.cfg.train.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.train.max_grad_norm)
         middle = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -207,8 +210,9 @@ def sweep(model: str, rows: int) -> str:
         bench = Bench.build(model, rows, setting.model)
         if setting.compile:
             compile_decoder_layers(bench.model)
-        for group in bench.optimizer.param_groups if setting.foreach_adamw else []:
-            group.update(fused=False, foreach=True)  # AdamW reads both per group at each step
+        if setting.foreach_adamw:
+            for group in bench.optimizer.param_groups:
+                group.update(fused=False, foreach=True)  # AdamW reads both per group at each step
         batches = bench.batches(setting.batch_size)
         start = time.perf_counter()
         bench.step(batches[0])

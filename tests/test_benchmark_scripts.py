@@ -30,14 +30,20 @@ def test_gpu_benchmark_runs_on_a_tiny_config_on_cpu():
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in summary["rows"])
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
-def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
-    out = tmp_path / "sweep.md"
-    command = [sys.executable, "benchmarks/profile_step.py", "--sweep", "--model", "tiny-random", "--rows", "48"]
+def profile_step(mode: str, rows: int, tmp_path: Path) -> tuple[str, list[list[str]]]:
+    """benchmarks/profile_step.py --MODE on the tiny model: the text it wrote and its tables' rows (headers too)."""
+    out = tmp_path / f"{mode}.md"
+    command = [sys.executable, "benchmarks/profile_step.py", f"--{mode}", "--model", "tiny-random", "--rows", str(rows)]
     proc = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
-    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+    text = out.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    return text, [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
+    _, table = profile_step("sweep", 48, tmp_path)
     rows = [r for r in table if len(r) == 8][1:]  # training: one row per setting, after the header
     inference = [r for r in table if len(r) == 4][1:]
     assert [(r[0].split(", after")[0], r[1], r[2]) for r in rows] == [
@@ -58,13 +64,8 @@ def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
-    out = tmp_path / "shapes.md"
-    command = [sys.executable, "benchmarks/profile_step.py", "--shapes", "--model", "tiny-random", "--rows", "300"]
-    proc = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    text = out.read_text()
-    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
+    text, table = profile_step("shapes", 300, tmp_path)
+    table = table[1:]  # after the header
     assert [(r[0], int(r[1])) for r in table] == [(f"{n} x {w}", n * w) for n, w in SHAPES]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in table)
     assert re.search(r"a step costs -?[\d.]+ s plus -?[\d.]+ ms per computed token", text)
