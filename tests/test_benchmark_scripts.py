@@ -127,6 +127,23 @@ def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["table"] == summary["table"]
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_compile_payoff_times_both_runs_and_resumes_from_its_cache(tmp_path: Path):
+    command = [sys.executable, "benchmarks/compile_payoff.py", "--model", "tiny-random", "--steps", "2"]
+    command += ["--out", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "compile_payoff.json").read_text())
+    assert (summary["eager"]["compiled"], summary["compiled"]["compiled"]) == (False, True)
+    assert summary["eager"]["steps"] == summary["compiled"]["steps"] == 2
+    assert summary["speedup_including_compilation"] == summary["eager"]["seconds"] / summary["compiled"]["seconds"]
+    assert "--steps 2 --model tiny-random" in (tmp_path / "compile_payoff.md").read_text()
+    cached = tmp_path / "cache" / "tiny-random-2-compile.json"
+    cached.write_text(json.dumps({**summary["compiled"], "seconds": 1234.0}))
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["compiled"]["seconds"] == 1234.0
+
+
 def test_ablation_of_a_package_constant_sets_it_per_run_and_keys_the_cache_on_it(tmp_path: Path, monkeypatch):
     from benchmarks import ablation
 

@@ -98,16 +98,20 @@ def test_adapters_take_bf16_activations_without_copies_and_still_get_gradients(m
     assert all(p.grad.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
 
 
-def test_compiled_layers_train_like_eager_ones_and_save_the_same_weights(toy_data, tmp_path):
+def test_compiled_layers_train_like_eager_ones_and_save_the_same_weights(toy_data, tmp_path, monkeypatch):
+    """`train.compile` unset: the toy run is too short to compile, unless the threshold is lowered to it."""
     from safetensors import safe_open
 
+    from lsllama.modeling import compilation
     from lsllama.modeling.compilation import decoder_layers
     from lsllama.training.loop import fit
 
     runs = {}
     for compiled in (False, True):
-        cfg = toy_config(toy_data, epochs=1, compile=compiled)
-        results, model = fit(cfg, tmp_path / f"compiled-{compiled}", progress=False)
+        if compiled:
+            monkeypatch.setattr(compilation, "COMPILE_AFTER_STEPS", 2)
+        results, model = fit(toy_config(toy_data, epochs=1), tmp_path / f"compiled-{compiled}", progress=False)
+        assert results["throughput"]["compiled"] is compiled
         events = [json.loads(line) for line in (tmp_path / f"compiled-{compiled}" / "metrics.jsonl").open()]
         runs[compiled] = ([e["loss"] for e in events if e["event"] == "train"], results, model)
     (eager_losses, eager_results, eager_model), (losses, results, model) = runs[False], runs[True]
@@ -176,6 +180,42 @@ def test_optimizer_is_fused_on_cpu_and_steps_like_the_reference_adamw(make_model
             optimizer.zero_grad(set_to_none=True)
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_compilation_is_on_by_default_for_long_single_process_cpu_runs_only():
+    import torch
+
+    from lsllama.modeling.compilation import COMPILE_AFTER_STEPS, worth_compiling
+
+    cpu, cuda, long = torch.device("cpu"), torch.device("cuda"), COMPILE_AFTER_STEPS
+    assert worth_compiling(None, long, cpu, 1)  # inductor builds kernels on this machine
+    assert not worth_compiling(None, long - 1, cpu, 1)
+    assert not worth_compiling(None, long, cpu, 2)  # several processes: only when asked
+    assert not worth_compiling(None, long, cuda, 1)  # no GPU measurement backs a default
+    assert worth_compiling(True, 1, cpu, 2) and not worth_compiling(False, long, cpu, 1)  # the user's word
+
+
+def test_without_a_cxx_compiler_runs_stay_eager_by_default_and_compile_is_a_usage_error(tmp_path):
+    """Inductor's CPU kernels need a C++ compiler: the probe finds out before training, not the first step."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    probe = (
+        "import torch\n"
+        "from lsllama.errors import UsageError\n"
+        "from lsllama.modeling.compilation import COMPILE_AFTER_STEPS, worth_compiling\n"
+        "print(worth_compiling(None, COMPILE_AFTER_STEPS, torch.device('cpu'), 1))\n"
+        "try:\n"
+        "    worth_compiling(True, 1, torch.device('cpu'), 1)\n"
+        "except UsageError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    default, asked = out.stdout.strip().splitlines()[-2:]
+    assert default == "False"
+    assert asked.startswith("--compile: torch.compile cannot build kernels on this machine")
 
 
 def test_compiled_decoder_layers_share_one_graph(make_model):

@@ -109,7 +109,11 @@ def train(
     load_in_8bit: Annotated[bool, Opt(help="8-bit frozen weights (CUDA + bitsandbytes).")] = False,
     gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing/--no-gradient-checkpointing")] = None,
     compile: Annotated[
-        bool | None, Opt("--compile/--no-compile", help="torch.compile the decoder layers (pays on long runs).")
+        bool | None,
+        Opt(
+            "--compile/--no-compile",
+            help="torch.compile the decoder layers. Default: on for long single-process CPU runs, where it pays.",
+        ),
     ] = None,
     quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
 ) -> None:

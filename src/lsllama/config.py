@@ -130,9 +130,10 @@ class TrainConfig:
     """Write a resumable checkpoint every N optimizer steps (0: only at evaluations)."""
     keep_checkpoints: int = 2
     tensorboard: bool = True
-    compile: bool = False
-    """torch.compile each decoder layer for training (lsllama/modeling/compilation.py): minutes of
-    compilation first on a small CPU, faster steps after, so for long runs."""
+    compile: bool | None = None
+    """torch.compile each decoder layer for training (lsllama/modeling/compilation.py): compilation
+    first, faster steps after. Unset: on for single-process CPU runs of at least `COMPILE_AFTER_STEPS`
+    optimizer steps (where it was measured to pay), off otherwise."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Opt-in torch.compile for training: each decoder layer compiled in place.
+"""torch.compile for training, where it pays: each decoder layer compiled in place.
 
 Regional, because a decoder's layers share one class and one forward: dynamo compiles the first and
 reuses that graph for the others, so compilation costs one layer's time, not the model's. In place
@@ -6,9 +6,12 @@ reuses that graph for the others, so compilation costs one layer's time, not the
 `dynamic=True`, because length-grouped batches change width at every step; a fixed-shape compile
 would recompile for each new width. Evaluation runs the same layers eagerly: in inference mode the
 compiled graph does not apply and a second compilation would not pay for one pass over the
-validation split. On this project's 2-core CPU compilation takes minutes (less once torch's on-disk
-cache holds it) before steps run faster, so it pays on long runs only (`benchmarks/profile_step.py
---sweep` measures both).
+validation split.
+
+On this project's 2-core CPU a first compilation takes a minute or two (seconds once torch's on-disk
+cache holds it) and then every step runs faster, so it pays on long runs only: by default
+(`train.compile` unset) a run compiles when `worth_compiling` says so. `benchmarks/compile_payoff.py`
+times a run of `COMPILE_AFTER_STEPS` steps both ways, from an empty compiler cache.
 """
 
 from __future__ import annotations
@@ -20,6 +23,41 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lsllama.errors import UsageError
+
+COMPILE_AFTER_STEPS = 1000
+"""Optimizer steps from which a single-process CPU run compiles by default. A run of this many steps of
+the default model on SST-2 ran faster compiled than eager, compilation from an empty cache included
+(benchmarks/results/compile_payoff.md); the savings grow with every further step, while shorter runs
+pay compilation back less surely (the 600-row speed benchmark does not)."""
+
+
+def worth_compiling(requested: bool | None, steps: int, device: torch.device, world: int) -> bool:
+    """`requested` True or False is the user's word. Unset: compile on CPU, in one process, for runs of at
+    least `COMPILE_AFTER_STEPS` steps, where it was measured to pay. GPUs stay eager unless asked: no GPU
+    measurement backs a default there, and several processes (FSDP, DeepSpeed) bring their own interplay
+    with compilation. Either way only where inductor can build kernels: asked for, that is an error now
+    rather than a traceback at the first step; by default, the run stays eager."""
+    if requested is False:
+        return False
+    if requested is None and not (device.type == "cpu" and world == 1 and steps >= COMPILE_AFTER_STEPS):
+        return False
+    if not inductor_works(device):
+        if requested:
+            raise UsageError(
+                "--compile: torch.compile cannot build kernels on this machine (inductor needs a C++ compiler "
+                "and Python's development headers for CPUs, Triton for GPUs)"
+            )
+        return False
+    return True
+
+
+def inductor_works(device: torch.device) -> bool:
+    """Compile a two-operation function on `device`: seconds, against the minutes a long run saves."""
+    try:
+        torch.compile(lambda x: torch.sin(x) * 2 + 1)(torch.ones(3, device=device))
+    except Exception:  # dynamo / inductor raise many types (InductorError, BackendCompilerFailed, ...)
+        return False
+    return True
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:

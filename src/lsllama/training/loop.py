@@ -32,7 +32,7 @@ from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.heap import release_free_heap_pages
-from lsllama.modeling.compilation import compile_decoder_layers, eagerly
+from lsllama.modeling.compilation import compile_decoder_layers, eagerly, worth_compiling
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
@@ -130,8 +130,6 @@ def fit(
     problem = cfg.data.problem
     scaling = target_scaling(train_examples) if problem == "regression" else None
     model = build_model(cfg.model, task, len(labels), tokenizer, device, problem, scaling)
-    if cfg.train.compile:
-        compile_decoder_layers(model)
     pad_id = tokenizer.pad_token_id
 
     lengths = [it.n_tokens for it in train_items]
@@ -143,6 +141,10 @@ def fit(
     saved = model.saved_names()
     checkpoints = list_checkpoints(run) if resume is not False else []
     resume_from = load_checkpoint(checkpoints[-1], saved) if checkpoints else None
+    steps_left = total_steps - (resume_from.state.global_step if resume_from else 0)
+    compiled = worth_compiling(cfg.train.compile, steps_left, device, world)
+    if compiled:
+        compile_decoder_layers(model)
     state = resume_from.state if resume_from else TrainerState()
     if resume_from:
         if main:  # the log continues from the checkpoint: events after it will be written again
@@ -172,6 +174,8 @@ def fit(
     bar = tqdm(
         total=total_steps, initial=state.global_step, desc="train", disable=not (progress and main), dynamic_ncols=True
     )
+    if compiled and cfg.train.compile is None:
+        bar.write(f"{steps_left} steps to run: compiling the decoder layers first (--no-compile to run eagerly)")
     tokens_seen, samples_seen, step_seconds, last_eval_step = 0, 0, 0.0, -1
 
     def evaluate_and_keep_best() -> dict[str, Any]:
@@ -324,6 +328,7 @@ def fit(
             "samples": samples_seen,
             "real_tokens": tokens_seen * world,
             "samples_per_second": samples_seen / step_seconds if step_seconds else None,
+            "compiled": compiled,  # then the seconds include compilation
         },
         "validation_examples": len(val_examples),
         "distributed": describe(accelerator, unwrapped),
@@ -344,7 +349,7 @@ def fit(
     accelerator.wait_for_everyone()
     # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone, and compiled layers would
     # compile again for inference: callers reload those (eager) from the run.
-    return results, unwrapped if world == 1 and not cfg.train.compile else None
+    return results, unwrapped if world == 1 and not compiled else None
 
 
 def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
