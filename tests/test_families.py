@@ -136,6 +136,41 @@ def test_token_run_reloads_identically(tmp_path, family):
     assert reloaded.predict_tags(sentences) == clf.predict_tags(sentences)
 
 
+@pytest.mark.slow  # a cold compilation per family and mode: several minutes on two cores
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_layers_give_the_eager_outputs_and_gradients_in_every_family(tokenizer, family, mode):
+    """Long CPU runs compile by default, whatever the family: each must compile, with and without padding,
+    into one graph per kind of layer and batch (more would mean a graph per layer, and dynamo giving up)."""
+    from torch._dynamo.utils import counters
+
+    from lsllama.modeling.compilation import compile_decoder_layers
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    cfg = ModelConfig(name=f"tiny-random-{family}", precision="fp32", **MODES[mode])
+    model = build_model(cfg, "sequence", 3, tokenizer, torch.device("cpu")).train()
+    batches = [_encode(tokenizer, TEXTS, "right"), _encode(tokenizer, TEXTS[:1], "right")]  # padded, then not
+    runs = []
+    for compiled in (False, True):
+        if compiled:
+            compile_decoder_layers(model)
+        for batch in batches:
+            model.zero_grad()
+            logits = model(batch["input_ids"], batch["attention_mask"])
+            logits.square().sum().backward()
+            grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+            runs.append((logits.detach(), grads))
+    kinds = 2 if mode == "layerwise" or family == "smollm3" else 1  # SmolLM3: layers with and without RoPE
+    assert counters["stats"]["unique_graphs"] <= 2 * kinds  # x padded / unpadded batches
+    for (eager, eager_grads), (compiled, grads) in zip(runs[:2], runs[2:], strict=True):
+        torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+        assert len(grads) == len(eager_grads) > 0
+        for grad, eager_grad in zip(grads, eager_grads, strict=True):
+            torch.testing.assert_close(grad, eager_grad, atol=1e-4, rtol=1e-3)
+
+
 def test_a_target_no_family_has_is_an_error_naming_the_linear_layers(tokenizer):
     cfg = ModelConfig(name="tiny-random-phi3", precision="fp32", lora_targets=["c_attn"])
     with pytest.raises(UsageError, match=r"c_attn.*qkv_proj"):

@@ -182,45 +182,62 @@ def test_optimizer_is_fused_on_cpu_and_steps_like_the_reference_adamw(make_model
         torch.testing.assert_close(a, b, msg=name)
 
 
-def test_compilation_is_on_by_default_for_long_single_process_cpu_runs_only():
+def test_compilation_is_on_by_default_for_long_single_process_cpu_runs_only(make_model):
     import torch
 
     from lsllama.modeling.compilation import COMPILE_AFTER_STEPS, worth_compiling
 
+    cfg, model = build_config(), make_model()
     cpu, cuda, long = torch.device("cpu"), torch.device("cuda"), COMPILE_AFTER_STEPS
-    assert worth_compiling(None, long, cpu, 1)  # inductor builds kernels on this machine
-    assert not worth_compiling(None, long - 1, cpu, 1)
-    assert not worth_compiling(None, long, cpu, 2)  # several processes: only when asked
-    assert not worth_compiling(None, long, cuda, 1)  # no GPU measurement backs a default
-    assert worth_compiling(True, 1, cpu, 2) and not worth_compiling(False, long, cpu, 1)  # the user's word
+    assert worth_compiling(cfg, model, long, cpu, 1)  # inductor builds kernels on this machine
+    assert not worth_compiling(cfg, model, long - 1, cpu, 1)
+    assert not worth_compiling(cfg, model, long, cpu, 2)  # several processes: only when asked
+    assert not worth_compiling(cfg, model, long, cuda, 1)  # no GPU measurement backs a default
+    assert not worth_compiling(cfg, torch.nn.Linear(2, 2), long, cpu, 1)  # no decoder layers named
+    checkpointing = build_config(overrides={"model": {"gradient_checkpointing": True}})
+    assert not worth_compiling(checkpointing, model, long, cpu, 1)
+    for asked in (True, False):  # the user's word
+        assert worth_compiling(build_config(overrides={"train": {"compile": asked}}), model, 1, cpu, 2) is asked
 
 
-def test_without_a_cxx_compiler_runs_stay_eager_by_default_and_compile_is_a_usage_error(tmp_path):
-    """Inductor's CPU kernels need a C++ compiler: the probe finds out before training, not the first step."""
+def test_without_a_cxx_compiler_runs_stay_eager_by_default(tmp_path):
+    """Inductor's CPU kernels need a C++ compiler: the test compile finds out before training, not the first step."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
-    probe = (
-        "import torch\n"
-        "from lsllama.errors import UsageError\n"
-        "from lsllama.modeling.compilation import COMPILE_AFTER_STEPS, worth_compiling\n"
-        "print(worth_compiling(None, COMPILE_AFTER_STEPS, torch.device('cpu'), 1))\n"
-        "try:\n"
-        "    worth_compiling(True, 1, torch.device('cpu'), 1)\n"
-        "except UsageError as exc:\n"
-        "    print(exc)\n"
-    )
+    probe = "import torch\nfrom lsllama.modeling.compilation import inductor_works\n"
+    probe += "print(inductor_works(torch.device('cpu')))"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
-    default, asked = out.stdout.strip().splitlines()[-2:]
-    assert default == "False"
-    assert asked.startswith("--compile: torch.compile cannot build kernels on this machine")
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_compiled_decoder_layers_share_one_graph(make_model):
-    """Every layer's input must look alike to dynamo (requires_grad included), or the first layer compiles
-    its own graph: compilation is the cost that decides whether --compile pays."""
+def test_compile_where_inductor_cannot_build_kernels_is_a_usage_error_before_the_run_folder(
+    toy_data, tmp_path, monkeypatch
+):
+    from lsllama.errors import UsageError
+    from lsllama.modeling import compilation
+    from lsllama.training.loop import fit
+
+    monkeypatch.setattr(compilation, "inductor_works", lambda device: False)
+    with pytest.raises(UsageError, match=r"--compile: torch\.compile cannot build kernels"):
+        fit(toy_config(toy_data, compile=True), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "mode,graphs",
+    [
+        ({"bidirectional": False}, 1),
+        ({"bidirectional": True}, 1),
+        ({"unmask_from_layer": 2}, 1),  # layer-wise, both layers below K: causal alike
+        ({"unmask_from_layer": 1}, 2),  # one causal layer, one bidirectional
+    ],
+)
+def test_compiled_decoder_layers_share_one_graph_per_kind_of_layer(make_model, mode, graphs):
+    """Every layer's input and flags must look alike to dynamo (requires_grad included; no layer index read
+    in the forward pass), or it compiles a graph per layer: the cost that decides whether compiling pays."""
     import torch
     from torch._dynamo.utils import counters
 
@@ -228,9 +245,9 @@ def test_compiled_decoder_layers_share_one_graph(make_model):
 
     torch._dynamo.reset()
     counters.clear()
-    model = make_model().train()
+    model = make_model(**mode).train()
     compile_decoder_layers(model)
     ids, mask = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
     for _ in range(2):
         model(ids, mask).sum().backward()
-    assert counters["stats"]["unique_graphs"] == 1
+    assert counters["stats"]["unique_graphs"] == graphs

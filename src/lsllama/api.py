@@ -77,7 +77,7 @@ class Classifier:
         cls, config: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
     ) -> Classifier:
         _, model = fit(config, output, resume=resume, progress=progress)
-        if model is None:  # finished before: nothing in memory
+        if model is None:  # finished before, trained in several processes or compiled: reload the run
             return cls.load(output)
         # The backbone in memory is the one a reload would read (its weights are frozen): only the best
         # LoRA and head weights are read back, which keeps peak memory at the training run's.

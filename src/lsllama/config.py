@@ -132,8 +132,9 @@ class TrainConfig:
     tensorboard: bool = True
     compile: bool | None = None
     """torch.compile each decoder layer for training (lsllama/modeling/compilation.py): compilation
-    first, faster steps after. Unset: on for single-process CPU runs of at least `COMPILE_AFTER_STEPS`
-    optimizer steps (where it was measured to pay), off otherwise."""
+    first, faster steps after. Unset: on for single-process CPU runs with at least `COMPILE_AFTER_STEPS`
+    optimizer steps still to run (where it was measured to pay) if inductor can build kernels, off
+    otherwise (`worth_compiling` has every condition)."""
 
 
 @dataclass

@@ -17,12 +17,16 @@ times a run of `COMPILE_AFTER_STEPS` steps both ways, from an empty compiler cac
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from lsllama.errors import UsageError
+
+if TYPE_CHECKING:
+    from lsllama.config import RunConfig
 
 COMPILE_AFTER_STEPS = 1000
 """Optimizer steps from which a single-process CPU run compiles by default. A run of this many steps of
@@ -31,24 +35,31 @@ the default model on SST-2 ran faster compiled than eager, compilation from an e
 pay compilation back less surely (the 600-row speed benchmark does not)."""
 
 
-def worth_compiling(requested: bool | None, steps: int, device: torch.device, world: int) -> bool:
-    """`requested` True or False is the user's word. Unset: compile on CPU, in one process, for runs of at
-    least `COMPILE_AFTER_STEPS` steps, where it was measured to pay. GPUs stay eager unless asked: no GPU
-    measurement backs a default there, and several processes (FSDP, DeepSpeed) bring their own interplay
-    with compilation. Either way only where inductor can build kernels: asked for, that is an error now
-    rather than a traceback at the first step; by default, the run stays eager."""
-    if requested is False:
-        return False
-    if requested is None and not (device.type == "cpu" and world == 1 and steps >= COMPILE_AFTER_STEPS):
-        return False
+def require_inductor(device: torch.device) -> None:
+    """For an explicit `--compile`: fail in seconds, before the model loads, rather than at the first step."""
     if not inductor_works(device):
-        if requested:
-            raise UsageError(
-                "--compile: torch.compile cannot build kernels on this machine (inductor needs a C++ compiler "
-                "and Python's development headers for CPUs, Triton for GPUs)"
-            )
-        return False
-    return True
+        raise UsageError(
+            "--compile: torch.compile cannot build kernels on this machine (inductor needs a C++ compiler "
+            "and Python's development headers for CPUs, Triton for GPUs)"
+        )
+
+
+def worth_compiling(cfg: RunConfig, model: nn.Module, steps: int, device: torch.device, world: int) -> bool:
+    """`train.compile` True or False is the user's word (True was checked by `require_inductor`). Unset:
+    compile a run with at least `COMPILE_AFTER_STEPS` steps still to run, on CPU, in one process, where it
+    was measured to pay, if the model names its decoder layers and inductor can build kernels here. GPUs
+    stay eager unless asked: no GPU measurement backs a default there; nor does one for several processes
+    (FSDP, DeepSpeed) or for compilation around gradient checkpointing."""
+    if cfg.train.compile is not None:
+        return cfg.train.compile
+    return (
+        device.type == "cpu"
+        and world == 1
+        and steps >= COMPILE_AFTER_STEPS
+        and not cfg.model.gradient_checkpointing
+        and bool(decoder_layers(model))
+        and inductor_works(device)
+    )
 
 
 def inductor_works(device: torch.device) -> bool:

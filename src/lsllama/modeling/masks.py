@@ -33,6 +33,10 @@ from lsllama.errors import UsageError
 
 LAYERWISE_PREFIX = "lsllama_layerwise_"
 LAYER_KEY = "lsllama_unmask_from_layer"
+CAUSAL_LAYER = "lsllama_causal_layer"
+"""Set on each attention module of a layer-wise model: whether its layer stays causal. A flag rather than
+a comparison of `layer_idx` in the forward pass: torch.compile specializes on that integer and would
+compile one graph per layer (then give up on the rest) instead of two."""
 
 
 def _base_attention(module: torch.nn.Module, base: str) -> Callable:
@@ -59,8 +63,11 @@ def _with_causality(
 
 def _layerwise_attention(base: str) -> Callable:
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
-        start = getattr(module.config, LAYER_KEY, None)
-        if start is not None and module.layer_idx < start:
+        causal = getattr(module, CAUSAL_LAYER, None)
+        if causal is None:  # a model whose attention lsllama did not configure (loaded by transformers alone)
+            start = getattr(module.config, LAYER_KEY, None)
+            causal = start is not None and module.layer_idx < start
+        if causal:
             eager_dtype = query.dtype if base == "eager" else None
             attention_mask = _with_causality(attention_mask, query.shape[2], key.shape[2], query.device, eager_dtype)
         kwargs["is_causal"] = False
@@ -98,6 +105,7 @@ def configure_attention(model: PreTrainedModel, bidirectional: bool, unmask_from
         if hasattr(module, "is_causal") and hasattr(module, "layer_idx"):
             # With no padding transformers may skip the mask and fall back to the module's flag.
             module.is_causal = not unmask
+            setattr(module, CAUSAL_LAYER, unmask_from_layer is not None and module.layer_idx < unmask_from_layer)
     if unmask_from_layer is not None and unmask_from_layer > 0:
         setattr(config, LAYER_KEY, unmask_from_layer)
         model.set_attn_implementation(LAYERWISE_PREFIX + base)

@@ -32,7 +32,7 @@ from lsllama.data.encoding import IGNORE, Item, encode_examples
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.heap import release_free_heap_pages
-from lsllama.modeling.compilation import compile_decoder_layers, eagerly, worth_compiling
+from lsllama.modeling.compilation import compile_decoder_layers, eagerly, require_inductor, worth_compiling
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
@@ -100,8 +100,9 @@ def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progre
 def fit(
     cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
 ) -> tuple[dict[str, Any], LabelSupervisedModel | None]:
-    """`train`, also handing back the trained model (last weights; None if the run was already finished or
-    ran in several processes), so that a caller can predict without loading the backbone a second time."""
+    """`train`, also handing back the trained model (last weights; None if the run was already finished, ran
+    in several processes or compiled its layers), so that a caller can predict without loading the backbone
+    a second time."""
     cfg = cfg.resolved()
     task, run = cfg.task, RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
@@ -126,6 +127,8 @@ def fit(
             return run.results(), None
     train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
     val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
+    if cfg.train.compile:
+        require_inductor(device)
     torch.manual_seed(cfg.train.seed)
     problem = cfg.data.problem
     scaling = target_scaling(train_examples) if problem == "regression" else None
@@ -141,8 +144,10 @@ def fit(
     saved = model.saved_names()
     checkpoints = list_checkpoints(run) if resume is not False else []
     resume_from = load_checkpoint(checkpoints[-1], saved) if checkpoints else None
-    steps_left = total_steps - (resume_from.state.global_step if resume_from else 0)
-    compiled = worth_compiling(cfg.train.compile, steps_left, device, world)
+    steps_left = total_steps - resume_from.state.global_step if resume_from else total_steps
+    if resume_from and resume_from.state.stopped_early:
+        steps_left = 0  # only the final evaluation is left
+    compiled = worth_compiling(cfg, model, steps_left, device, world)
     if compiled:
         compile_decoder_layers(model)
     state = resume_from.state if resume_from else TrainerState()
