@@ -21,14 +21,11 @@ import contextlib
 import hashlib
 import importlib
 import json
-import os
-import platform
 import statistics
 import sys
 from datetime import date
 from pathlib import Path
 
-import torch
 import yaml
 
 from lsllama import build_config
@@ -36,6 +33,7 @@ from lsllama.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import machine  # noqa: E402
 from benchmarks.paper_plan import DATASETS  # noqa: E402
 
 CONFIG_SECTIONS = ("model", "data", "train")
@@ -168,7 +166,7 @@ def main() -> None:
         "train_rows": args.train_rows,
         "eval_rows": args.eval_rows,
         "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "date": date.today().isoformat(),
     }
     args.out.mkdir(parents=True, exist_ok=True)

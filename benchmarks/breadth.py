@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -48,13 +47,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-
 from transformers import AutoTokenizer  # noqa: E402
 
+from benchmarks.hardware import machine  # noqa: E402
 from lsllama import Classifier, build_config  # noqa: E402
 from lsllama.data.dataset import data_root, load_split, resolve_labels, sample  # noqa: E402
 from lsllama.data.encoding import encode_examples  # noqa: E402
@@ -264,8 +262,7 @@ def main() -> None:
     command = "python benchmarks/breadth.py --runs " + " ".join(args.runs)
     if not official:
         command += f" --model {args.model} --rows {args.rows}"
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
-    lines = markdown(rows, command, machine, args.model, args.rows)
+    lines = markdown(rows, command, machine(), args.model, args.rows)
     results = HERE / "results" if official else runs_folder
     results.mkdir(parents=True, exist_ok=True)
     (results / "breadth.md").write_text("\n".join(lines) + "\n")

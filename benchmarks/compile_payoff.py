@@ -16,18 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from datetime import date
 from pathlib import Path
 
-import torch
-
 from lsllama.modeling.compilation import COMPILE_AFTER_STEPS
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import machine  # noqa: E402
+
 BATCH = 16  # the default batch size: N steps are N x 16 rows
 EVAL_ROWS = 400
 
@@ -77,7 +77,7 @@ def main() -> None:
         "eager": eager,
         "compiled": compiled,
         "speedup_including_compilation": eager["seconds"] / compiled["seconds"],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "date": date.today().isoformat(),
     }
     results.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -19,9 +18,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import machine  # noqa: E402
+
 COMMAND = ["train", "--data", "sst2", "--max-train-samples", "2000", "--quiet"]
 
 
@@ -40,7 +40,7 @@ def main() -> None:
         "validation_accuracy": metrics["accuracy"],
         "validation_macro_f1": metrics["macro_f1"],
         "train_step_seconds": results["throughput"]["seconds"],
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "date": date.today().isoformat(),
     }
     (HERE / "results").mkdir(exist_ok=True)

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 from datetime import date
 from pathlib import Path
-
-import torch
 
 from lsllama import Classifier, build_config
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import machine  # noqa: E402
+
 VARIANTS = {
     "bidirectional": {"bidirectional": True},
     "causal": {"bidirectional": False},
@@ -80,9 +80,8 @@ def main() -> None:
     rows = [run_variant(name, args.train_rows, cache) for name in (finished if args.report_only else args.variants)]
     curves = {name: validation_curve(cache / f"{name}-{args.train_rows}") for name in args.variants}
     command = "python benchmarks/ner.py --variants " + " ".join(args.variants) + (" --report-only" * args.report_only)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     lines = [
-        f"`{command}` — {machine}, {date.today().isoformat()}; SmolLM2-135M-Instruct, CoNLL-2003, "
+        f"`{command}` — {machine()}, {date.today().isoformat()}; SmolLM2-135M-Instruct, CoNLL-2003, "
         f"{args.train_rows} training sentences, 3 epochs, model selected on the full validation split.",
         "",
         "| attention | validation span F1 | test span F1 | test F1 PER / ORG / LOC / MISC | training time (s) |",

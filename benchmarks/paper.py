@@ -19,8 +19,6 @@ import argparse
 import gc
 import hashlib
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -40,6 +38,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.baselines.classic import C_GRID, majority_tag, tfidf_logreg  # noqa: E402
 from benchmarks.baselines.generative import PROMPT, PromptTask, instruction_sft, max_new_tokens, prompt_ids, zero_shot  # noqa: E402
+from benchmarks.hardware import machine  # noqa: E402
 from benchmarks.official_recipe import run_official  # noqa: E402
 from benchmarks.paper_plan import (  # noqa: E402
     DATASETS,
@@ -119,18 +118,6 @@ def model_folder(model: str, cache: Path) -> str:
         tokenizer.save_pretrained(tmp)
         commit_folder(tmp, folder)
     return str(folder)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
 def half_of_layers(model_path: str) -> int:

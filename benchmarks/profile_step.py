@@ -31,7 +31,6 @@ import argparse
 import ctypes
 import gc
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,8 +58,9 @@ from lsllama.training.loop import _optimizer
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import bf16_matmul_gflops, machine  # noqa: E402
 from benchmarks.official_recipe import ADAPTER as OFFICIAL_ADAPTER  # noqa: E402
-from benchmarks.speed import bf16_matmul_gflops, non_embedding_params  # noqa: E402
+from benchmarks.speed import non_embedding_params  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -193,9 +193,9 @@ def sweep(model: str, rows: int) -> str:
     peak = bf16_matmul_gflops()
     params = non_embedding_params(model)
     default_multiple = batching.PAD_MULTIPLE
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     lines = [
-        f"`python benchmarks/profile_step.py --sweep --rows {rows}` — {model}, {machine}, {date.today().isoformat()}; "
+        f"`python benchmarks/profile_step.py --sweep --rows {rows}` — {model}, {machine()}, "
+        f"{date.today().isoformat()}; "
         f"{rows} SST-2 training rows, the faster of two passes after one warm-up step; "
         f"bf16 matmul peak measured {peak:.0f} GFLOP/s.",
         "",
@@ -293,9 +293,9 @@ def shapes(model: str, rows: int) -> str:
     lengths = [it.n_tokens for it in bench.items]
     mean_width = sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
     typical = 16 * mean_width
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     lines = [
-        f"`python benchmarks/profile_step.py --shapes --rows {rows}` — {model}, {machine}, {date.today().isoformat()}; "
+        f"`python benchmarks/profile_step.py --shapes --rows {rows}` — {model}, {machine()}, "
+        f"{date.today().isoformat()}; "
         f"training steps (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, the fastest of "
         f"three after a warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s.",
         "",
@@ -304,7 +304,7 @@ def shapes(model: str, rows: int) -> str:
     ]
     for n, width, secs in points:
         lines.append(
-            f"| {n} x {width} | {n * width} | {secs:.3f} | {4 * params * n * width / secs / (peak * 1e9):.3f} |"
+            f"| {n} x {width} | {n * width} | {secs:.3g} | {4 * params * n * width / secs / (peak * 1e9):.3g} |"
         )
     lines += [
         "",

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -28,9 +27,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import machine  # noqa: E402
+
 CACHED_RUN = HERE / "cache" / "serve-smollm2-sst2-200"
 
 
@@ -152,7 +153,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "settings": results,
         "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "date": date.today().isoformat(),
     }
     folder = HERE / "results"

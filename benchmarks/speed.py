@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,10 +24,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from benchmarks.hardware import bf16_matmul_gflops, machine  # noqa: E402
 
 FULL = {"rows": 2000, "epochs": 1.0}
 QUICK = {"rows": 600, "epochs": 1.0}
@@ -36,18 +34,6 @@ WORKERS = ("official", "lsllama", "lsllama_adapter")
 """The official recipe; lsllama's defaults, as a user gets them (LoRA on every linear layer); and
 lsllama with the official recipe's adapter (LoRA r 12 on q,v, dropout 0.1): the same adaptation, so
 that ratio measures the engineering alone."""
-
-
-def bf16_matmul_gflops(size: int = 2048, seconds: float = 3.0) -> float:
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def load_sst2(rows: int) -> tuple[list[str], list[int], list[str], list[int], list[str]]:
@@ -193,7 +179,7 @@ def main() -> None:
         "epochs": epochs,
         "runs": runs,
         "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": machine(),
         "date": date.today().isoformat(),
     }
     results = HERE / "results"
