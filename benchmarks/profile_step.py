@@ -3,6 +3,7 @@
     python benchmarks/profile_step.py [--rows 200] [--batch-size 16] [--steps 10] [--lora-dropout 0.05]
     python benchmarks/profile_step.py --sweep [--rows 256] [--model NAME] [--out FILE]
     python benchmarks/profile_step.py --shapes [--rows 600] [--model NAME] [--out FILE]
+    python benchmarks/profile_step.py --optimizer [--model NAME] [--out FILE]
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
@@ -23,6 +24,10 @@ benchmarks/results/profile_sweep.md): which lever pays here.
 `--shapes` times training steps on batches of one padded width and a growing number of rows (real
 SST-2 rows, so real padding masks) and fits seconds = fixed + per-token x computed tokens
 (benchmarks/results/profile_shapes.md): how much of a typical step no batching of its rows can remove.
+
+`--optimizer` times the AdamW step alone, over the model's trainable tensors with the same gradients,
+fused (lsllama's) against foreach (benchmarks/results/profile_optimizer.md): a few milliseconds that
+whole-step timings on a shared machine cannot resolve.
 """
 
 from __future__ import annotations
@@ -316,6 +321,36 @@ def shapes(model: str, rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def optimizer_steps(model: str) -> str:
+    """Milliseconds per AdamW step, fused vs foreach, on the model's trainable tensors with fixed random
+    gradients: median of ten rounds of five steps, the two optimizers taking turns."""
+    bench = Bench.build(model, 16, {})
+    torch.manual_seed(0)
+    for param in bench.trainable:
+        param.grad = torch.randn_like(param) * 1e-3
+    optimizers = {"fused (lsllama)": bench.optimizer, "foreach": _optimizer(bench.model, 1e-4, 0.01)}
+    for group in optimizers["foreach"].param_groups:
+        group.update(fused=False, foreach=True)
+    rounds: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(11):  # the first round warms up
+        for name, optimizer in optimizers.items():
+            start = time.perf_counter()
+            for _ in range(5):
+                optimizer.step()
+            rounds[name].append((time.perf_counter() - start) / 5 * 1e3)
+    count = sum(p.numel() for p in bench.trainable)
+    lines = [
+        f"`python benchmarks/profile_step.py --optimizer` — {model}, {machine()}, {date.today().isoformat()}; "
+        f"AdamW over the {len(bench.trainable)} trainable tensors ({count / 1e6:.1f} M parameters) of the "
+        "model with lsllama's default LoRA, fixed random gradients; median of ten rounds of five steps.",
+        "",
+        "| AdamW | ms per step |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {name} | {sorted(times[1:])[len(times[1:]) // 2]:.1f} |" for name, times in rounds.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
@@ -325,11 +360,18 @@ def main() -> None:
     parser.add_argument("--lora-dropout", type=float, default=None, help="default: the package default")
     parser.add_argument("--sweep", action="store_true", help="samples/s: defaults, then one lever at a time")
     parser.add_argument("--shapes", action="store_true", help="seconds per step against batch size: fixed cost")
+    parser.add_argument("--optimizer", action="store_true", help="the AdamW step alone: fused vs foreach")
     parser.add_argument("--out", type=Path, help="the table's file (default: benchmarks/results/profile_<mode>.md)")
     args = parser.parse_args()
-    if args.sweep or args.shapes:
-        table = sweep(args.model, args.rows) if args.sweep else shapes(args.model, args.rows)
-        out = args.out or HERE / "results" / f"profile_{'sweep' if args.sweep else 'shapes'}.md"
+    modes = {
+        "sweep": lambda: sweep(args.model, args.rows),
+        "shapes": lambda: shapes(args.model, args.rows),
+        "optimizer": lambda: optimizer_steps(args.model),
+    }
+    mode = next((name for name in modes if getattr(args, name)), None)
+    if mode:
+        table = modes[mode]()
+        out = args.out or HERE / "results" / f"profile_{mode}.md"
         out.write_text(table)
         print(table)
         return

@@ -71,6 +71,14 @@ def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
     assert re.search(r"a step costs -?[\d.]+ s plus -?[\d.]+ ms per computed token", text)
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_profile_optimizer_times_fused_and_foreach_adamw(tmp_path: Path):
+    text, table = profile_step("optimizer", 16, tmp_path)
+    assert [r[0] for r in table[1:]] == ["fused (lsllama)", "foreach"]
+    assert all(float(r[1]) > 0 for r in table[1:])
+    assert re.search(r"AdamW over the \d+ trainable tensors", text)
+
+
 def test_readme_benchmark_tables_are_the_files_the_benchmarks_wrote():
     proc = subprocess.run(
         [sys.executable, "scripts/readme_tables.py", "--check"], capture_output=True, text=True, timeout=60, cwd=REPO

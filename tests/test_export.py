@@ -44,6 +44,11 @@ def last_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def bidirectional_last_run(tmp_path_factory) -> Path:
+    return train(tmp_path_factory.mktemp("bidirectional"), "sequence", toy_rows(64, 1), 2, 3e-3, bidirectional=True)
+
+
+@pytest.fixture(scope="module")
 def ner_run(tmp_path_factory) -> Path:
     return train(tmp_path_factory.mktemp("ner"), "token", toy_ner_rows(48, 1), 4, 5e-3)
 
@@ -57,10 +62,12 @@ def pipeline_probs(results: list[list[dict]], names: list[str]) -> np.ndarray:
     return np.array([[{r["label"]: r["score"] for r in row}[name] for name in names] for row in results])
 
 
-def test_last_token_export_gives_lsllama_predictions_in_a_transformers_pipeline(last_run, tmp_path):
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_last_token_export_gives_lsllama_predictions_in_a_transformers_pipeline(attention, request, tmp_path):
+    last_run = request.getfixturevalue({"causal": "last_run", "bidirectional": "bidirectional_last_run"}[attention])
     out = export_run(last_run, tmp_path / "export").path
     config = json.loads((out / "config.json").read_text())
-    assert config["is_causal"] is True
+    assert config["is_causal"] is (attention == "causal")
     assert config["id2label"] == {"0": "negative", "1": "positive"} and config["label2id"]["positive"] == 1
     clf = Classifier.load(last_run, device="cpu")
     expected = clf.predict_proba(TEXTS)

@@ -23,7 +23,10 @@ def test_short_sst2_training_is_clearly_above_chance(tmp_path):
     )
     clf = Classifier.train(cfg, tmp_path / "sst2", progress=False)
     metrics = clf.evaluate(max_samples=300)
-    assert metrics["accuracy"] >= 0.7, metrics["accuracy"]
+    # "Clearly": five standard errors above a coin's accuracy on 300 rows (0.64). A broken model or loop
+    # scores about 0.5; healthy runs score either side of 0.7 depending on the machine (its kernels round
+    # bf16 differently, and 30 steps on 480 rows carry that into the score).
+    assert metrics["accuracy"] >= 0.5 + 5 * (0.25 / 300) ** 0.5, metrics["accuracy"]
     assert clf.predict(["a masterpiece: moving, funny and beautifully made"]) == ["positive"]
 
 

@@ -81,7 +81,7 @@ def _n_targets(items: list[Item], task: str) -> int:
 def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW; no decay on biases and norms. A LoRA model has hundreds of small trainable tensors: the fused
     kernel updates them all in one pass on CPU and CUDA (on CPU, `foreach` still loops over the tensors one op
-    at a time; `benchmarks/profile_step.py --sweep` compares whole steps); `foreach` elsewhere."""
+    at a time; `benchmarks/profile_step.py --optimizer` times both); `foreach` elsewhere."""
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
