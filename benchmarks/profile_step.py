@@ -36,6 +36,7 @@ import argparse
 import ctypes
 import gc
 import os
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -347,7 +348,7 @@ def optimizer_steps(model: str) -> str:
         "| AdamW | ms per step |",
         "| --- | ---: |",
     ]
-    lines += [f"| {name} | {sorted(times[1:])[len(times[1:]) // 2]:.1f} |" for name, times in rounds.items()]
+    lines += [f"| {name} | {statistics.median(times[1:]):.1f} |" for name, times in rounds.items()]
     return "\n".join(lines) + "\n"
 
 
