@@ -193,6 +193,14 @@ class Bench:
         return forward, backward, middle - start, time.perf_counter() - middle
 
 
+def use_foreach(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """lsllama's fused AdamW switched to the foreach implementation (AdamW reads both flags per group at
+    each step)."""
+    for group in optimizer.param_groups:
+        group.update(fused=False, foreach=True)
+    return optimizer
+
+
 def sweep(model: str, rows: int) -> str:
     """Train the same rows twice per setting from the same weights (after one warm-up step), then time
     inference per token budget; returns the Markdown tables."""
@@ -217,8 +225,7 @@ def sweep(model: str, rows: int) -> str:
         if setting.compile:
             compile_decoder_layers(bench.model)
         if setting.foreach_adamw:
-            for group in bench.optimizer.param_groups:
-                group.update(fused=False, foreach=True)  # AdamW reads both per group at each step
+            use_foreach(bench.optimizer)
         batches = bench.batches(setting.batch_size)
         start = time.perf_counter()
         bench.step(batches[0])
@@ -329,9 +336,7 @@ def optimizer_steps(model: str) -> str:
     torch.manual_seed(0)
     for param in bench.trainable:
         param.grad = torch.randn_like(param) * 1e-3
-    optimizers = {"fused (lsllama)": bench.optimizer, "foreach": _optimizer(bench.model, 1e-4, 0.01)}
-    for group in optimizers["foreach"].param_groups:
-        group.update(fused=False, foreach=True)
+    optimizers = {"fused (lsllama)": bench.optimizer, "foreach": use_foreach(_optimizer(bench.model, 1e-4, 0.01))}
     rounds: dict[str, list[float]] = {name: [] for name in optimizers}
     for _ in range(11):  # the first round warms up
         for name, optimizer in optimizers.items():
