@@ -22,8 +22,10 @@ fraction of a bf16 matmul rate measured in the same run, as Markdown tables (als
 benchmarks/results/profile_sweep.md): which lever pays here.
 
 `--shapes` times training steps on batches of one padded width and a growing number of rows (real
-SST-2 rows, so real padding masks) and fits seconds = fixed + per-token x computed tokens
-(benchmarks/results/profile_shapes.md): how much of a typical step no batching of its rows can remove.
+SST-2 rows, so real padding masks), measures the activations each forward pass keeps for backward, and
+fits seconds = fixed + per-token x computed tokens (benchmarks/results/profile_shapes.md): how much of a
+typical step no batching of its rows can remove, and how many tokens (and how much memory) a pass would
+need to reach half the matmul peak.
 
 `--optimizer` times the AdamW step alone, over the model's trainable tensors with the same gradients,
 fused (lsllama's) against foreach (benchmarks/results/profile_optimizer.md): a few milliseconds that
@@ -192,6 +194,23 @@ class Bench:
         self.optimizer.zero_grad(set_to_none=True)
         return forward, backward, middle - start, time.perf_counter() - middle
 
+    def saved_mb(self, batch: list[int]) -> float:
+        """MB that one forward pass over `batch` keeps for its backward pass: the activations, each storage
+        counted once, frozen and trainable weights left out (they are there whatever the batch)."""
+        weights = {t.untyped_storage().data_ptr() for t in [*self.model.parameters(), *self.model.buffers()]}
+        saved: dict[int, int] = {}
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() not in weights:
+                saved[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        enc = collate_items([self.items[i] for i in batch], self.pad_id, multiple=batching.PAD_MULTIPLE)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            self.model(enc["input_ids"], enc["attention_mask"])
+        return sum(saved.values()) / 2**20
+
 
 def use_foreach(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """lsllama's fused AdamW switched to the foreach implementation (AdamW reads both flags per group at
@@ -298,11 +317,10 @@ def shapes(model: str, rows: int) -> str:
         if len(batch) < n:
             raise SystemExit(f"--rows {rows}: fewer than {n} SST-2 rows of padded width {width}; load more rows")
         bench.step(batch)  # warm-up: this shape's first-call allocations and kernel selection
-        points.append((n, width, min(sum(bench.step(batch)) for _ in range(3))))
-    tokens = torch.tensor([float(n * width) for n, width, _ in points])
-    seconds = torch.tensor([s for _, _, s in points])
-    design = torch.stack([torch.ones_like(tokens), tokens], dim=1)
-    fixed, per_token = torch.linalg.lstsq(design, seconds.unsqueeze(1)).solution.squeeze(1).tolist()
+        points.append((n, width, min(sum(bench.step(batch)) for _ in range(3)), bench.saved_mb(batch)))
+    tokens = [float(n * width) for n, width, _, _ in points]
+    fixed, per_token = fit_line(tokens, [s for _, _, s, _ in points])
+    _, saved_per_token = fit_line(tokens, [mb for _, _, _, mb in points])
     lengths = [it.n_tokens for it in bench.items]
     mean_width = sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
     typical = 16 * mean_width
@@ -312,21 +330,47 @@ def shapes(model: str, rows: int) -> str:
         f"training steps (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, the fastest of "
         f"three after a warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s.",
         "",
-        "| rows x padded width | computed tokens | seconds per step | useful FLOP/s / peak (computed tokens) |",
-        "| --- | ---: | ---: | ---: |",
+        "| rows x padded width | computed tokens | seconds per step | useful FLOP/s / peak (computed tokens) "
+        "| MB saved for backward |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for n, width, secs in points:
-        lines.append(
-            f"| {n} x {width} | {n * width} | {secs:.3g} | {4 * params * n * width / secs / (peak * 1e9):.3g} |"
-        )
+    for n, width, secs, mb in points:
+        fraction = 4 * params * n * width / secs / (peak * 1e9)
+        lines.append(f"| {n} x {width} | {n * width} | {secs:.3g} | {fraction:.3g} | {mb:.3g} |")
     lines += [
         "",
         f"Least-squares line: a step costs {fixed:.3f} s plus {per_token * 1e3:.2f} ms per computed token. At the "
         f"margin a token runs at {4 * params / per_token / (peak * 1e9):.2f} of the matmul peak; the fixed part is "
         f"{fixed / (fixed + per_token * typical):.0%} of a step of 16 rows at these rows' mean padded width "
         f"({mean_width:.1f} tokens).",
+        "",
+        half_peak_bound(fixed, per_token, 4 * params / (peak * 1e9), saved_per_token),
     ]
     return "\n".join(lines) + "\n"
+
+
+def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    design = torch.stack([torch.ones(len(x)), torch.tensor(x)], dim=1)
+    intercept, slope = torch.linalg.lstsq(design, torch.tensor(y).unsqueeze(1)).solution.squeeze(1).tolist()
+    return intercept, slope
+
+
+def half_peak_bound(fixed: float, per_token: float, token_at_peak: float, saved_mb_per_token: float) -> str:
+    """What half the matmul peak would take, from the fitted line: a step of N computed tokens, all of them
+    real, reaches it when N x `token_at_peak` (seconds a token's useful FLOPs take at the peak) >= half of
+    fixed + N x per_token. Padding only raises N; each token also holds `saved_mb_per_token` until backward."""
+    if token_at_peak <= 0.5 * per_token:
+        return "At this per-token cost no step size reaches half the matmul peak, however large."
+    tokens = 0.5 * fixed / (token_at_peak - 0.5 * per_token)
+    cap = loop.CPU_MICRO_BATCH_TOKENS
+    return (
+        f"Half the matmul peak needs forward/backward passes of at least {tokens:.0f} computed tokens, none of them "
+        f"padding, which keep about {tokens * saved_mb_per_token:.0f} MB of activations for the backward pass "
+        f"({saved_mb_per_token * 1024:.0f} KB per token, the slope of the last column); training on CPU splits "
+        f"batches into passes of at most {cap} tokens (`CPU_MICRO_BATCH_TOKENS`), about "
+        f"{cap * saved_mb_per_token:.0f} MB, to stay within the official recipe's peak RSS."
+    )
 
 
 def optimizer_steps(model: str) -> str:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.profile_step import INFERENCE_SWEEP, SHAPES, SWEEP
+from benchmarks.profile_step import INFERENCE_SWEEP, SHAPES, SWEEP, half_peak_bound
 
 from lsllama.config import ModelConfig
 
@@ -69,6 +69,17 @@ def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
     assert [(r[0], int(r[1])) for r in table] == [(f"{n} x {w}", n * w) for n, w in SHAPES]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in table)
     assert re.search(r"a step costs -?[\d.]+ s plus -?[\d.]+ ms per computed token", text)
+    # Activations grow with the tokens of a pass: twice the rows of one width keep more for backward.
+    saved = {r[0]: float(r[4]) for r in table}
+    assert 0 < saved["1 x 16"] < saved["2 x 16"] < saved["4 x 16"] < saved["8 x 16"] < saved["16 x 16"]
+    assert re.search(r"Half the matmul peak needs .* of at least \d+ computed tokens|no step size reaches half", text)
+
+
+def test_half_peak_bound_solves_the_fitted_line():
+    # 0.3 s fixed + 1 ms per token, 0.8 ms of useful work per token at the peak: N x 0.8 = 0.5 (0.3 + N x 1).
+    text = half_peak_bound(0.3, 1e-3, 0.8e-3, 0.5)
+    assert "at least 500 computed tokens" in text and "about 250 MB" in text
+    assert "no step size" in half_peak_bound(0.3, 1e-3, 0.4e-3, 0.5)
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
