@@ -104,11 +104,12 @@ class LabelSupervisedModel(nn.Module):
         if problem == "multi_label":
             self.register_buffer("thresholds", torch.full((num_labels,), DEFAULT_THRESHOLD, dtype=torch.float32))
         hidden_size = text_config(backbone.config).hidden_size
-        # The head has a bias: without it SmolLM2 on 480 SST-2 rows stayed at chance (0.54 vs 0.72 with it,
-        # same seed). transformers' sequence-classification heads have none; see serving/export.py.
-        self.score = nn.Linear(hidden_size, num_labels, dtype=torch.float32)
+        # A sequence head has no bias, like transformers' `*ForSequenceClassification.score`, so that a run
+        # exports to the stock class exactly; a token head keeps one, as transformers' token heads do.
+        self.score = nn.Linear(hidden_size, num_labels, bias=task == "token", dtype=torch.float32)
         nn.init.normal_(self.score.weight, std=0.02)
-        nn.init.zeros_(self.score.bias)
+        if self.score.bias is not None:
+            nn.init.zeros_(self.score.bias)
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.compute_dtype == torch.float32:
