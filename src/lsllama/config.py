@@ -22,6 +22,7 @@ TASKS = ("sequence", "token")
 PROBLEMS = ("single_label", "multi_label", "regression")
 LONG_TEXT = ("head", "tail", "head_tail", "windows")
 POOLINGS = ("last", "mean", "max")
+HEAD_INITS = ("label_names", "random")
 PRECISIONS = ("auto", "fp32", "bf16")
 # Validation metrics that may select the kept model, per (task, problem); the first is the default.
 METRICS = {
@@ -58,6 +59,10 @@ class ModelConfig:
     (benchmarks/results/ablation_lora_dropout.md)."""
     lora_targets: list[str] | str = "all-linear"
     """PEFT target modules: a list of module names, or `all-linear`."""
+    head_init: str = "label_names"
+    """Sequence task, single- and multi-label: `label_names` starts each class's head row from the model's own
+    output embedding of its label name (or its `label_descriptions` entry), so that the untrained head is the
+    language model's zero-shot choice among the label words; `random` starts from noise (the paper's head)."""
     precision: str = "auto"
     """`bf16`: frozen weights in bf16 + autocast, LoRA and head in fp32. `auto`: bf16 if fast here."""
     quantization: str | None = None
@@ -87,6 +92,12 @@ class DataConfig:
     tags_column: str = "tags"
     labels: list[str] | None = None
     """The label set, in id order. None: labels.txt beside the data, else sorted from train."""
+    label_descriptions: dict[str, str] | None = None
+    """Words for label names that are codes (`{"ABBR": "abbreviation"}`): what `head_init: label_names` and a
+    template's `{labels}` use for those labels."""
+    template: str | None = None
+    """Sequence task, single texts: the model reads `template` with `{text}` replaced by the text (and `{labels}`
+    by the label names), e.g. `"{text}\nSentiment:"`. Long texts are cut inside `{text}`, never the template."""
     max_length: int = 128
     """Most tokens per model input (special tokens included); at most the model's context length."""
     long_text: str = "head"
@@ -156,6 +167,12 @@ class RunConfig:
             raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
         if cfg.model.pooling not in POOLINGS:
             raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
+        if cfg.model.head_init not in HEAD_INITS:
+            raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
+        if cfg.data.template is not None and "{text}" not in cfg.data.template:
+            raise UsageError(f"--template must contain {{text}}, got {cfg.data.template!r}")
+        if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
+            raise UsageError("--template is for the sequence task with single texts")
         if cfg.model.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
         if cfg.model.quantization not in (None, "4bit", "8bit"):
@@ -276,13 +293,21 @@ def _has_type(value: Any, hint: Any) -> bool:
             return True
         if base is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
             return True
+        if base is dict and isinstance(value, dict) and all(isinstance(v, str) for v in (*value, *value.values())):
+            return True
     return False
 
 
 def _type_name(hint: Any) -> str:
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     names = [
-        "null" if o is type(None) else "a list of strings" if typing.get_origin(o) is list else o.__name__
+        "null"
+        if o is type(None)
+        else "a list of strings"
+        if typing.get_origin(o) is list
+        else "a mapping of strings"
+        if typing.get_origin(o) is dict
+        else o.__name__
         for o in options
     ]
     return " or ".join(names)

@@ -14,6 +14,7 @@ into overlapping windows of whole words; every word is predicted from exactly on
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
@@ -137,15 +138,37 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return [*range(0, length - window, stride), length - window]
 
 
+def label_words(cfg: DataConfig) -> list[str]:
+    """What each label is called in words: its `label_descriptions` entry, else its name."""
+    descriptions = cfg.label_descriptions or {}
+    return [descriptions.get(name, name) for name in cfg.labels or []]
+
+
+def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The template's token ids before and after `{text}` (none without a template). The text is tokenized on
+    its own, as without a template, so the two parts are too; `{labels}` reads "a, b or c"."""
+    if cfg.template is None:
+        return [], []
+    words = label_words(cfg)
+    listed = ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else "".join(words)
+    before, after = cfg.template.replace("{labels}", listed).split("{text}", 1)
+    encode = lambda part: tokenizer(part, add_special_tokens=False)["input_ids"] if part else []  # noqa: E731
+    return encode(before), encode(after)
+
+
 def encode_sequences(
     examples: list[Example],
     tokenizer: PreTrainedTokenizerBase,
     max_length: int,
     long_text: str = "head",
     stride: int | None = None,
+    template: tuple[list[int], list[int]] = ([], []),
 ) -> tuple[list[Item], int]:
-    """Returns the items and how many texts did not fit in `max_length` tokens (cut, or read in windows)."""
+    """Returns the items and how many texts did not fit in `max_length` tokens (cut, or read in windows).
+    `template`: ids around each single text (`template_ids`); the budget for the text leaves room for them."""
     layout = sequence_layout(tokenizer)
+    before, after = template
+    layout = dataclasses.replace(layout, prefix=layout.prefix + before, suffix=after + layout.suffix)
     texts = tokenizer([e.text or "" for e in examples], add_special_tokens=False)["input_ids"] if examples else []
     paired = bool(examples) and examples[0].text_pair is not None
     pairs = tokenizer([e.text_pair or "" for e in examples], add_special_tokens=False)["input_ids"] if paired else []
@@ -257,4 +280,5 @@ def encode_examples(
     """Items for either task, and how many examples were cut (sequence) or windowed (token)."""
     if task == "token":
         return encode_sentences(examples, tokenizer, cfg.max_length, cfg.window_stride, cfg.label_all_subtokens)
-    return encode_sequences(examples, tokenizer, cfg.max_length, cfg.long_text, cfg.window_stride)
+    template = template_ids(cfg, tokenizer)
+    return encode_sequences(examples, tokenizer, cfg.max_length, cfg.long_text, cfg.window_stride, template)

@@ -26,7 +26,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lsllama.config import ModelConfig
 from lsllama.errors import RunError, UsageError
 from lsllama.heap import release_free_heap_pages, return_freed_tensors_to_the_system
-from lsllama.modeling.loading import load_backbone
+from lsllama.modeling.head import label_word_rows
+from lsllama.modeling.loading import load_backbone, model_source
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
 from lsllama.modeling.problems import DEFAULT_THRESHOLD, TargetScaling
@@ -224,9 +225,11 @@ def build_model(
     device: torch.device,
     problem: str = "single_label",
     scaling: TargetScaling | None = None,
+    label_words: list[str] | None = None,
 ) -> LabelSupervisedModel:
     """Backbone with masks set and LoRA injected, plus a fresh head; the same code builds for load
-    (which then reads the weights and the problem's buffers, `scaling` included, from the run)."""
+    (which then reads the weights and the problem's buffers, `scaling` included, from the run).
+    `label_words` (training only): what the labels are called, for `head_init: label_names`."""
     return_freed_tensors_to_the_system()
     dtype = resolve_dtype(cfg.precision, device)
     backbone = load_backbone(cfg.name, tokenizer, dtype, cfg.trust_remote_code, cfg.quantization)
@@ -253,6 +256,9 @@ def build_model(
     else:
         backbone.requires_grad_(False)
     model = LabelSupervisedModel(backbone, num_labels, task, cfg.pooling, dtype, problem, scaling)
+    if label_words and cfg.head_init == "label_names" and task == "sequence" and problem != "regression":
+        with torch.no_grad():
+            model.score.weight.copy_(label_word_rows(backbone, tokenizer, label_words, model_source(cfg.name)))
     model = model if cfg.quantization else model.to(device)
     release_free_heap_pages()
     return model

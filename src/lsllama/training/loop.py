@@ -28,7 +28,7 @@ from lsllama.config import RunConfig
 from lsllama.data import batching
 from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
-from lsllama.data.encoding import IGNORE, Item, encode_examples
+from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.heap import release_free_heap_pages
@@ -132,7 +132,8 @@ def fit(
     torch.manual_seed(cfg.train.seed)
     problem = cfg.data.problem
     scaling = target_scaling(train_examples) if problem == "regression" else None
-    model = build_model(cfg.model, task, len(labels), tokenizer, device, problem, scaling)
+    words = label_words(cfg.data)
+    model = build_model(cfg.model, task, len(labels), tokenizer, device, problem, scaling, words)
     pad_id = tokenizer.pad_token_id
 
     lengths = [it.n_tokens for it in train_items]
