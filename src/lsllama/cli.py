@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -321,7 +322,12 @@ def serve(
     settings = ServeSettings(max_batch_size, max_wait_ms, max_texts, max_text_chars, max_body_bytes)
     settings.check()  # before the model loads: a bad option should not cost a model load
     app_ = create_app(Classifier.load(run, precision=precision), settings)
-    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=DEBUG["on"])
+    access = logging.getLogger("lsllama.serving.access")  # the library logs each request; the CLI shows it
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
 
 
 if __name__ == "__main__":
