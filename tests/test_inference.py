@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +114,17 @@ def test_outputs_respect_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
+def test_the_batch_invariance_benchmark_runs_on_a_tiny_run(run, tmp_path):
+    data = tmp_path / "texts.txt"
+    data.write_text("\n".join(TEXTS) + "\n")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "batch_invariance.py"
+    command = [sys.executable, str(script), str(run), str(data), "--rows", "40", "--precisions", "bf16", "fp32"]
+    proc = subprocess.run([*command, "--results", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "batch_invariance.json").read_text())
+    bf16, fp32 = summary["results"]
+    assert (bf16["dtype"], fp32["dtype"]) == ("bfloat16", "float32") and summary["rows"] == 40
+    assert fp32["max_abs_difference"] < 1e-4 and fp32["rows_per_s_batch_32"] > 0
+    assert "| fp32 | float32 |" in (tmp_path / "out" / "batch_invariance.md").read_text()
