@@ -5,6 +5,8 @@ clf = Classifier.train(build_config(overrides={"data": {"data": "sst2"}}), "runs
 clf = Classifier.load("runs/sst2")
 clf.predict(["a gorgeous film"])          # -> ["positive"]  (multi-label: [["positive", ...]]; regression: [4.2])
 clf.predict_proba(["a gorgeous film"])    # -> array of shape (1, 2)
+clf.predict("a gorgeous film")            # a string is one text: -> ["positive"]; [] -> []
+Classifier.load("runs/sst2", precision="fp32")  # exact: probabilities do not depend on the batch (to 1e-4)
 """
 
 from __future__ import annotations
