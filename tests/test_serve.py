@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -221,7 +223,42 @@ def test_health_metadata_and_openapi(seq_server, seq_clf):
     schema = httpx.get(f"{seq_server.url}/openapi.json").json()
     assert {"/predict", "/health", "/metadata"} <= set(schema["paths"])
     assert f'"maxItems": {SETTINGS.max_texts}' in json.dumps(schema)
-    assert httpx.get(f"{seq_server.url}/docs").status_code == 200
+    docs = httpx.get(f"{seq_server.url}/docs")
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text and "https://" not in docs.text  # the page works offline
+    assets = re.findall(r"""(?:src|href)=['"](/[^'"]+\.(?:js|css))['"]""", docs.text)
+    assert len(assets) >= 2
+    for asset in assets:  # served from the installed package
+        assert httpx.get(f"{seq_server.url}{asset}").status_code == 200, asset
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": "x" * (SETTINGS.max_text_chars + 1)}, "inputs.0: String should have at most 300 characters"),
+        ({"inputs": ["fine", "x" * (SETTINGS.max_text_chars + 1)]}, "inputs.1: String should have at most 300"),
+        ({"inputs": ["fine", "  "]}, "inputs: a text is empty or only whitespace"),
+        ({"inputs": 5}, "inputs: Input should be a valid list"),
+        ({}, "inputs: Field required"),
+    ],
+)
+def test_a_bad_request_gets_one_clear_message_without_its_input(seq_server, body, message):
+    answer = httpx.post(f"{seq_server.url}/predict", json=body)
+    assert answer.status_code == 422
+    detail = answer.json()["detail"]
+    assert isinstance(detail, str) and detail.startswith(message), detail
+    assert "valid string" not in detail and "xxxxxxxxxx" not in answer.text and len(answer.content) < 300
+
+
+def test_every_request_gets_an_access_log_line(seq_clf, caplog):
+    with caplog.at_level(logging.INFO, logger="lsllama.serving.access"), LiveServer(create_app(seq_clf, SETTINGS)) as s:
+        httpx.post(f"{s.url}/predict", json={"inputs": "a wonderful film"})
+        httpx.post(f"{s.url}/predict", json={"inputs": 5})
+        httpx.get(f"{s.url}/health")
+    lines = [r.getMessage() for r in caplog.records if r.name == "lsllama.serving.access"]
+    assert len(lines) == 3
+    assert re.fullmatch(r"127\.0\.0\.1:\d+ POST /predict 200 [\d.]+ms", lines[0]), lines[0]
+    assert " POST /predict 422 " in lines[1] and " GET /health 200 " in lines[2]
 
 
 def test_batcher_groups_waiting_requests_and_isolates_a_failing_one():
@@ -278,3 +315,4 @@ def test_cli_serve_answers_and_shuts_down_cleanly_on_sigint(seq_run):
             process.communicate()
     assert process.returncode == 0, stderr  # uvicorn.run ends quietly after a graceful Ctrl+C shutdown
     assert "Application shutdown complete" in stderr and "Traceback" not in stderr
+    assert re.search(r"access 127\.0\.0\.1:\d+ POST /predict 200 ", stderr)  # the CLI shows the access log

@@ -5,11 +5,14 @@ clf = Classifier.train(build_config(overrides={"data": {"data": "sst2"}}), "runs
 clf = Classifier.load("runs/sst2")
 clf.predict(["a gorgeous film"])          # -> ["positive"]  (multi-label: [["positive", ...]]; regression: [4.2])
 clf.predict_proba(["a gorgeous film"])    # -> array of shape (1, 2)
+clf.predict("a gorgeous film")            # a string is one text: -> ["positive"]; [] -> []
+Classifier.load("runs/sst2", precision="fp32")  # exact: probabilities do not depend on the batch (to 1e-4)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from lsllama.config import RunConfig
+from lsllama.config import PRECISIONS, RunConfig
 from lsllama.data.dataset import Example, LabelSet, load_split
 from lsllama.data.encoding import encode_examples
 from lsllama.errors import DataError, UsageError
@@ -47,6 +50,20 @@ class Entity:
     text: str
     start_char: int
     end_char: int
+
+
+Texts = str | Sequence[str]
+"""What the prediction methods take: a list of texts, or one text as a plain string."""
+
+
+def as_texts(texts: Texts, name: str) -> list[str]:
+    """A string is one text (iterating it would give one text per character); anything else must be a
+    sequence of texts."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence | np.ndarray):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+    return list(texts)
 
 
 def default_device() -> torch.device:
@@ -84,18 +101,34 @@ class Classifier:
         return cls._with_best_weights(RunFolder.locate(Path(output)), model, next(model.parameters()).device)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str | torch.device | None = None, merge: bool = True) -> Classifier:
+    def load(
+        cls,
+        run_dir: str | Path,
+        device: str | torch.device | None = None,
+        merge: bool = True,
+        precision: str | None = None,
+    ) -> Classifier:
         """A run for inference. `merge` folds LoRA into the frozen weights: no per-layer adapter overhead,
-        at the cost of one rounding of the merged weights when they are bf16."""
+        at the cost of one rounding of the merged weights when they are bf16. `precision` (`auto`, `bf16`,
+        `fp32`; default: the run's own) is how the backbone runs: bf16 is faster where the hardware has it,
+        but a text's probabilities then move by up to ~0.02 with the batch it shares (other lengths, other
+        kernel blocking); `fp32` makes them agree to 1e-4 whatever the batch."""
         run = RunFolder.locate(Path(run_dir))
         run.check_complete()
         config = run.config()
+        if precision is not None:
+            if precision not in PRECISIONS:
+                raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            config.model.precision = precision
         device = torch.device(device) if device is not None else default_device()
-        torch.manual_seed(config.train.seed)
         tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
         labels = run.labels()
-        model = build_model(config.model, config.task, len(labels), tokenizer, device, config.data.problem)
-        return cls._with_best_weights(run, model, device, merge, tokenizer)
+        # Building draws the head's and LoRA's initial values (overwritten by the run's weights) from the
+        # global RNG: on a forked state, so loading leaves the caller's random stream where it was.
+        forked = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked):
+            model = build_model(config.model, config.task, len(labels), tokenizer, device, config.data.problem)
+        return cls._with_best_weights(run, model, device, merge, tokenizer, config)
 
     @classmethod
     def _with_best_weights(
@@ -105,8 +138,9 @@ class Classifier:
         device: torch.device,
         merge: bool = True,
         tokenizer: Any = None,
+        config: RunConfig | None = None,
     ) -> Classifier:
-        config = run.config()
+        config = config or run.config()
         config.data.labels = run.labels()
         model.load_weights(run.file(WEIGHTS))
         if merge:
@@ -115,37 +149,50 @@ class Classifier:
         return cls(model, tokenizer, config, device)
 
     # ---- sequence task ----
-    def _text_examples(self, texts: list[str], pairs: list[str] | None = None) -> list[Example]:
+    def _text_examples(self, texts: Texts, pairs: Texts | None = None) -> list[Example]:
+        """Examples from the caller's texts. A string is one text (not a sequence of one-character texts);
+        a run trained on text pairs needs `pairs`, and one trained on single texts refuses them."""
+        texts, pairs = as_texts(texts, "texts"), as_texts(pairs, "pairs") if pairs is not None else None
+        pair_column = self.config.data.text_pair_column
+        if pair_column and pairs is None:
+            raise UsageError(f"this run was trained on text pairs (column {pair_column!r}): pass `pairs`")
+        if pairs is not None and not pair_column:
+            raise UsageError("this run was trained on single texts: it takes no `pairs`")
+        if pairs is not None and len(pairs) != len(texts):
+            raise UsageError(f"{len(texts)} texts but {len(pairs)} pairs")
         examples = []
         for i, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise DataError(f"text {i} is empty or not a string")
+            if pairs is not None and (not isinstance(pairs[i], str) or not pairs[i].strip()):
+                raise DataError(f"pair {i} is empty or not a string")
             examples.append(Example(source=f"input:{i + 1}", text=text, text_pair=pairs[i] if pairs else None))
         return examples
 
-    def predict_proba(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, texts: Texts, pairs: Texts | None = None, batch_size: int = 64) -> np.ndarray:
         """Probability of every label, shape (texts, labels), in `self.labels.names` order: a softmax over
-        the labels, or (multi-label) each label's own sigmoid."""
+        the labels, or (multi-label) each label's own sigmoid. A string is one text: shape (1, labels)."""
         self._require("sequence")
         if self.problem == "regression":
             raise UsageError("a regression run predicts values, not probabilities: use predict")
-        outputs = np.asarray(self._logits(self._text_examples(list(texts), pairs), batch_size))
+        outputs = np.asarray(self._logits(self._text_examples(texts, pairs), batch_size))
         return sigmoid(outputs) if self.problem == "multi_label" else softmax(outputs)
 
     def predict(
-        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64
+        self, texts: Texts, pairs: Texts | None = None, batch_size: int = 64
     ) -> list[str] | list[list[str]] | list[float]:
         """One label per text; multi-label: the labels whose probability reaches their tuned threshold;
-        regression: the predicted value."""
+        regression: the predicted value. Always a list: a string is one text, and gives a list of one."""
         key = {"single_label": "label", "multi_label": "labels", "regression": "value"}[self.problem]
         return [record[key] for record in self.records(texts, pairs, batch_size)]
 
-    def records(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
+    def records(self, texts: Texts, pairs: Texts | None = None, batch_size: int = 64) -> list[dict[str, Any]]:
         """The JSON records `lsllama predict` and `lsllama serve` answer with, one per text."""
         self._require("sequence")
+        texts = as_texts(texts, "texts")
         names = self.labels.names
         if self.problem == "regression":
-            values = np.asarray(self._logits(self._text_examples(list(texts), pairs), batch_size))[:, 0]
+            values = np.asarray(self._logits(self._text_examples(texts, pairs), batch_size)).reshape(-1)
             return [{"text": text, "value": float(v)} for text, v in zip(texts, values, strict=True)]
         probs = self.predict_proba(texts, pairs, batch_size)
         records = []
@@ -178,10 +225,12 @@ class Classifier:
         logits = self._logits(examples, batch_size)
         return [[self.labels.names[t] for t in sentence.argmax(axis=-1)] for sentence in logits]
 
-    def predict_entities(self, texts: list[str | list[str]], batch_size: int = 64) -> list[list[Entity]]:
+    def predict_entities(self, texts: str | Sequence[str | list[str]], batch_size: int = 64) -> list[list[Entity]]:
         """Entities with type, word span and character offsets. A string is split into words by
-        `WORD_PATTERN`; a list of words is taken as is (offsets then refer to the words joined by spaces)."""
+        `WORD_PATTERN`; a list of words is taken as is (offsets then refer to the words joined by spaces).
+        A string alone is one text (a list of one result)."""
         self._require("token")
+        texts = [texts] if isinstance(texts, str) else list(texts)
         words_list, spans_list = [], []
         for i, text in enumerate(texts):
             if isinstance(text, str):
@@ -237,6 +286,9 @@ class Classifier:
         return metrics
 
     def _logits(self, examples: list[Example], batch_size: int) -> np.ndarray | list[np.ndarray]:
+        if not examples:  # nothing to run: an empty result of the right shape
+            width = 1 if self.problem == "regression" else len(self.labels.names)
+            return [] if self.task == "token" else np.zeros((0, width), dtype=np.float32)
         items, _ = encode_examples(examples, self.task, self.tokenizer, self.config.data)
         return predict_logits(
             self.model, self.task, examples, items, self.tokenizer.pad_token_id, batch_size, self.device

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lsllama.errors import DataError, LsllamaError, UsageError
+from lsllama.errors import LsllamaError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -189,6 +190,13 @@ def _yaml_keys(path: Path) -> set[str]:
         return set()
 
 
+PRECISION_HELP = (
+    "How the backbone runs: fp32 is exact (a text's probabilities do not depend on its batch, to 1e-4); "
+    "bf16 is faster where the hardware has it, and moves probabilities by up to ~0.02 with the batch. "
+    "Default: the run's own precision."
+)
+
+
 @app.command(epilog="Example: lsllama evaluate runs/sst2 --data sst2 --split validation")
 @handle_errors
 def evaluate(
@@ -198,21 +206,32 @@ def evaluate(
     file: Annotated[str | None, Opt(help="A labelled file to evaluate instead of a split.")] = None,
     max_samples: Annotated[int | None, Opt()] = None,
     batch_size: Annotated[int, Opt()] = 64,
+    output: Annotated[
+        Path | None,
+        Opt("--output", "-o", help="Folder for the report (default: RUN/report, and RUN/README.md refreshed)."),
+    ] = None,
+    precision: Annotated[str | None, Opt(help=PRECISION_HELP)] = None,
 ) -> None:
     """Score a run on a labelled split; writes a report (metrics JSON, confusion matrix / curves) into RUN/report
-    and refreshes the model card (RUN/README.md)."""
+    and refreshes the model card (RUN/README.md), or into --output alone; prints the metrics (JSON)."""
     from lsllama.api import Classifier
     from lsllama.evaluation.report import plot_learning_curves, write_report
     from lsllama.run import LOG, RunFolder
     from lsllama.serving.card import REPORT, write_model_card
 
-    clf = Classifier.load(run)
+    if output is not None and output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} is a file: give a folder for the report")
+    clf = Classifier.load(run, precision=precision)
     metrics = clf.evaluate(data=data, split=split, batch_size=batch_size, max_samples=max_samples, file=file)
     folder = RunFolder.locate(run).path  # an export keeps its run in a subfolder
-    report = folder / REPORT
+    report = output if output is not None else folder / REPORT
     write_report(report, split, metrics, clf.labels.names)
     plot_learning_curves(folder / LOG, report / "learning_curves.png", clf.config.train.metric_for_best or "accuracy")
-    write_model_card(folder)
+    if output is None:
+        write_model_card(folder)
+        typer.echo(f"wrote the report to {report} and the model card to {folder / 'README.md'}", err=True)
+    else:
+        typer.echo(f"wrote the report to {report}", err=True)
     typer.echo(json.dumps(metrics))
 
 
@@ -220,58 +239,42 @@ def evaluate(
 @handle_errors
 def predict(
     run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
-    input: Annotated[Path, Opt("--input", "-i", help=".txt (one text per line) or .jsonl.")],
-    output: Annotated[Path, Opt("--output", "-o", help="Where to write predictions.")],
+    input: Annotated[
+        Path,
+        Opt("--input", "-i", help=".txt or - (standard input): one text per line; or .csv / .jsonl."),
+    ],
+    output: Annotated[Path, Opt("--output", "-o", help="Where to write predictions: .jsonl or .csv.")],
+    text_column: Annotated[str | None, Opt(help="CSV / JSONL: the text column (default: the run's).")] = None,
+    text_pair_column: Annotated[str | None, Opt(help="CSV / JSONL: the second text (pair runs).")] = None,
+    keep_columns: Annotated[
+        str | None, Opt(help="CSV / JSONL: comma-separated input columns copied into each record (default: id).")
+    ] = None,
     batch_size: Annotated[int, Opt()] = 64,
-    format: Annotated[str, Opt(help="jsonl, or conll (token task: word and tag columns).")] = "jsonl",
+    format: Annotated[str, Opt(help="jsonl (or csv, from --output's suffix), or conll (token task).")] = "jsonl",
+    precision: Annotated[str | None, Opt(help=PRECISION_HELP)] = None,
 ) -> None:
     """Predict labels (sequence task: a label, a set of labels or a value) or entities (token task) for every
-    input text."""
-    from lsllama.api import Classifier
-    from lsllama.data.readers import read_rows
-    from lsllama.run import atomic_write_text
+    input text. Blank lines of a .txt input are skipped, and counted on stderr."""
+    from lsllama.run import RunFolder
+    from lsllama.serving.files import output_format, predict_inputs, read_inputs, write_predictions
 
-    if format not in ("jsonl", "conll"):
-        raise UsageError(f"--format must be jsonl or conll, got {format!r}")
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
-    clf = Classifier.load(run)
-    rows = read_rows(input)
-    data_cfg = clf.config.data
-    lines: list[str] = []
-    if clf.task == "sequence":
-        if format == "conll":
-            raise UsageError("--format conll is for token-task runs")
-        texts = [_field(r.values, data_cfg.text_column, input, r.line, str) for r in rows]
-        pairs = (
-            [_field(r.values, data_cfg.text_pair_column, input, r.line, str) for r in rows]
-            if data_cfg.text_pair_column
-            else None
-        )
-        _check_texts(texts, input, rows)
-        lines += [json.dumps(record) for record in clf.records(texts, pairs, batch_size)]
-    else:
-        inputs: list[str | list[str]] = []
-        for r in rows:
-            if data_cfg.tokens_column in r.values:
-                inputs.append(_field(r.values, data_cfg.tokens_column, input, r.line, list))
-            else:
-                inputs.append(_field(r.values, data_cfg.text_column, input, r.line, str))
-            if not inputs[-1] or (isinstance(inputs[-1], str) and not inputs[-1].strip()):
-                raise DataError("empty text", input, r.line)
-        entities = clf.predict_entities(inputs, batch_size)
-        if format == "conll":
-            from lsllama.api import split_words
+    kind = output_format(output, format)
+    folder = RunFolder.locate(run)
+    folder.check_complete()
+    config = folder.config()
+    if kind == "conll" and config.task != "token":
+        raise UsageError("--format conll is for token-task runs")
+    keep = [c.strip() for c in keep_columns.split(",") if c.strip()] if keep_columns is not None else None
+    inputs = read_inputs(input, config, text_column, text_pair_column, keep)  # before the model: fail fast
+    if inputs.skipped_blank_lines:
+        typer.echo(f"skipped {inputs.skipped_blank_lines} blank lines of {input}", err=True)
+    from lsllama.api import Classifier  # torch and the model only once the inputs are known to be good
 
-            words_list = [x if isinstance(x, list) else split_words(x)[0] for x in inputs]
-            for words, tags in zip(words_list, clf.predict_tags(words_list, batch_size), strict=True):
-                lines += [f"{w}\t{t}" for w, t in zip(words, tags, strict=True)] + [""]
-        else:
-            for text, ents in zip(inputs, entities, strict=True):
-                lines.append(json.dumps({"text": text, "entities": [asdict(e) for e in ents]}))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, "\n".join(lines) + "\n")
-    typer.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+    clf = Classifier.load(run, precision=precision)
+    write_predictions(output, predict_inputs(clf, inputs, batch_size, conll=kind == "conll"), kind)
+    typer.echo(f"wrote {len(inputs.texts)} predictions to {output}", err=True)
 
 
 @app.command(epilog="Example: lsllama export runs/sst2 --output exports/sst2")
@@ -303,6 +306,7 @@ def serve(
     max_texts: Annotated[int, Opt(help="Most texts per request (more: 422).")] = 64,
     max_text_chars: Annotated[int, Opt(help="Longest text in characters (longer: 422).")] = 10_000,
     max_body_bytes: Annotated[int, Opt(help="Largest request body (larger: 413).")] = 1 << 20,
+    precision: Annotated[str | None, Opt(help=PRECISION_HELP)] = None,
 ) -> None:
     """Serve a run over HTTP: POST /predict, GET /health, GET /metadata, OpenAPI docs at /docs."""
     try:
@@ -317,22 +321,13 @@ def serve(
 
     settings = ServeSettings(max_batch_size, max_wait_ms, max_texts, max_text_chars, max_body_bytes)
     settings.check()  # before the model loads: a bad option should not cost a model load
-    app_ = create_app(Classifier.load(run), settings)
-    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=DEBUG["on"])
-
-
-def _field(values: dict, column: str, path: Path, line: int, kind: type) -> Any:
-    if column not in values:
-        raise DataError(f"missing column {column!r}", path, line)
-    if not isinstance(values[column], kind):
-        raise DataError(f"column {column!r} must be a {kind.__name__}", path, line)
-    return values[column]
-
-
-def _check_texts(texts: list[str], path: Path, rows: list) -> None:
-    for text, row in zip(texts, rows, strict=True):
-        if not text.strip():
-            raise DataError("empty text", path, row.line)
+    app_ = create_app(Classifier.load(run, precision=precision), settings)
+    access = logging.getLogger("lsllama.serving.access")  # the library logs each request; the CLI shows it
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    uvicorn.run(app_, host=host, port=port, log_level="info", access_log=False)
 
 
 if __name__ == "__main__":

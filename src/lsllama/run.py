@@ -33,10 +33,27 @@ EXPORTED_RUN = "lsllama"
 """Inside an `lsllama export` folder (a transformers model at its top level): the run it was made from."""
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (/proc/self/status), else by
+    the set-and-restore that is the only portable way to read it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Temporary file in the same folder, then rename: readers see the old file or the new one."""
+    """Temporary file in the same folder, then rename: readers see the old file or the new one. The file gets
+    the permissions a plain `open` would give it (0666 less the umask; mkstemp's own 0600 would keep a run
+    or an export from being shared)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
             handle.flush()
@@ -48,9 +65,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_folder(target: Path) -> Path:
-    """A fresh temporary sibling folder; `commit_folder` renames it into place once complete."""
+    """A fresh temporary sibling folder; `commit_folder` renames it into place once complete. It gets the
+    permissions `mkdir` would give it (0777 less the umask), not mkdtemp's 0700."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o777 & ~current_umask())
+    return tmp
 
 
 def commit_folder(tmp: Path, target: Path) -> None:

@@ -1,10 +1,9 @@
 """`lsllama export`: a trained run as a plain transformers model, with the run itself kept inside.
 
     OUT/
-      config.json, model.safetensors  `*ForSequenceClassification` / `*ForTokenClassification` of the base
-                                      architecture: LoRA merged into the base weights, fp32, id2label / label2id,
-                                      `is_causal` (false for a bidirectional run)
-      modeling_lsllama.py             sequence task only: that class with a bias on its head (see below)
+      config.json, model.safetensors  the stock `*ForSequenceClassification` / `*ForTokenClassification` of the
+                                      base architecture: LoRA merged into the base weights, fp32, id2label /
+                                      label2id, `is_causal` (false for a bidirectional run); no custom code
       tokenizer.json, ...             the run's tokenizer, `model_max_length` = the run's max length
       README.md                       model card, how to load the export, where it differs from lsllama
       lsllama/                        the run's own files: `Classifier.load(OUT)` and `lsllama serve OUT` read these
@@ -14,13 +13,13 @@ causal or fully bidirectional mask through `config.is_causal`). Mean / max pooli
 unmasking need lsllama's code. For those runs OUT has no config.json, so transformers refuses the
 folder instead of loading a model that pools differently, and lsllama loads it from lsllama/.
 
-Why modeling_lsllama.py: lsllama's head is an `nn.Linear` with a bias. transformers' token-classification
-classes have one too (`token_classification_bias`, on by default), but its sequence-classification
-classes build `score` without a bias and have no option for one. The bias cannot be folded into the
-weights exactly (the final RMSNorm leaves no constant feature to carry it), so the export adds a
-five-line subclass that puts the bias back, registered in config.json's `auto_map`: loaded with
-`trust_remote_code=True` it gives lsllama's predictions; without it transformers loads its stock
-class, lists `score.bias` as UNEXPECTED in its load report, and every logit loses its bias.
+Why no custom code: lsllama's sequence head is a bias-free `nn.Linear`, exactly transformers'
+`*ForSequenceClassification.score`, and its token head has a bias, as transformers' token-classification
+heads do; so the stock classes hold the trained head exactly and load without `trust_remote_code`.
+Pooling agrees too: transformers pools the rightmost token whose id is not `config.pad_token_id` (set to
+the tokenizer's pad id, the id the pipeline pads with), lsllama the last token of the attention mask.
+They differ only for a text whose last token is the pad id itself (the model card says when that can
+happen for the run's tokenizer).
 
 Why fp32 whatever the run's precision: the merge then adds the LoRA update to the base weights
 without rounding, and a QLoRA run is merged into the unquantized base (4-bit weights cannot hold the
@@ -48,7 +47,7 @@ from transformers import (
 )
 
 from lsllama.config import RunConfig
-from lsllama.data.encoding import sequence_layout
+from lsllama.data.encoding import sequence_layout, special_affixes
 from lsllama.errors import UsageError
 from lsllama.modeling.model import build_model
 from lsllama.run import (
@@ -66,26 +65,8 @@ from lsllama.run import (
 )
 from lsllama.serving.card import CARD, REPORT, card_body, front_matter
 
-REMOTE_CODE = "modeling_lsllama.py"
 RUN_FILES = (CONFIG, LABELS, TOKENIZER, WEIGHTS, RESULTS, LOG, REPORT)
 """What lsllama/ keeps of the run: enough to load it and to show its card (not checkpoints or TensorBoard)."""
-
-BIASED_HEAD_CODE = '''"""Written by `lsllama export`: {stock} with a bias on its `score` head.
-
-lsllama trains its label head as nn.Linear with a bias; transformers' {stock} builds `score`
-without one. Loaded with trust_remote_code=True, this class keeps the trained bias, so predictions
-equal lsllama's. Everything else is the stock class.
-"""
-
-from torch import nn
-from transformers import {stock}
-
-
-class {name}({stock}):
-    def __init__(self, config):
-        super().__init__(config)
-        self.score = nn.Linear(self.score.in_features, self.score.out_features, bias=True)
-'''
 
 
 @dataclass
@@ -93,8 +74,6 @@ class Export:
     path: Path
     transformers_class: str | None
     """The transformers class the export loads as; None when only lsllama can load it."""
-    trust_remote_code: bool
-    """Whether transformers needs `trust_remote_code=True` to reproduce lsllama (the biased head)."""
     needs_lsllama: str | None
     """Why transformers cannot reproduce the run, when it cannot."""
 
@@ -149,14 +128,6 @@ def merged_model(run: RunFolder, labels: list[str], tokenizer: PreTrainedTokeniz
     return hf.eval()
 
 
-def add_biased_head(model: PreTrainedModel, folder: Path) -> None:
-    """Write the subclass that keeps the head's bias, and point config.json's auto_map at it."""
-    stock = type(model).__name__
-    name = f"Lsllama{stock}"
-    (folder / REMOTE_CODE).write_text(BIASED_HEAD_CODE.format(stock=stock, name=name))
-    model.config.auto_map = {"AutoModelForSequenceClassification": f"{Path(REMOTE_CODE).stem}.{name}"}
-
-
 def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False) -> Export:
     """Write the export folder (see the module docstring); atomic: a failure leaves no half folder."""
     run = RunFolder.locate(Path(run_dir))
@@ -180,16 +151,13 @@ def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False)
         if reason is None:
             tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
             model = merged_model(run, labels, tokenizer)
-            remote = config.task == "sequence"
-            if remote:
-                add_biased_head(model, tmp)
             model.save_pretrained(tmp)
             tokenizer.model_max_length = config.data.max_length
             tokenizer.save_pretrained(tmp)
-            result = Export(output, type(model).__name__, remote, None)
+            result = Export(output, type(model).__name__, None)
             usage = transformers_usage(output.name, config, model, tokenizer)
         else:
-            result = Export(output, None, False, reason)
+            result = Export(output, None, reason)
             usage = lsllama_only_usage(output.name, reason)
         library = "lsllama" if reason else "transformers"
         card = front_matter(config, library) + "\n" + card_body(run, output.name, usage, f"{EXPORTED_RUN}/")
@@ -225,32 +193,33 @@ def lsllama_only_usage(name: str, reason: str) -> list[str]:
     ]
 
 
+def pooling_note(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Where transformers' last-token rule (the rightmost id that is not the pad id) and lsllama's (the last
+    token of the attention mask) can pick different tokens: only at a text whose last token is the pad id."""
+    pad = f"`{tokenizer.pad_token}` (id {tokenizer.pad_token_id})"
+    note = (
+        "- transformers pools the rightmost token whose id is not the pad id; lsllama pools the last token of the "
+        f"attention mask. The pad token is {pad}: the two agree except for a text whose last token is {pad}"
+    )
+    _, suffix = special_affixes(tokenizer)
+    if suffix and suffix[-1] == tokenizer.pad_token_id:
+        return note + ", and this tokenizer ends every text with it: transformers pools the token before it."
+    return note + " (a text that ends with that token's string)."
+
+
 def transformers_usage(
     name: str, config: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> list[str]:
     """How to load the export with transformers, and exactly where that can differ from lsllama."""
     max_length = config.data.max_length
-    pad = f"`{tokenizer.pad_token}` (id {tokenizer.pad_token_id})"
     if config.task == "sequence":
         code = [
-            f'clf = pipeline("text-classification", model="{name}", trust_remote_code=True)',
+            f'clf = pipeline("text-classification", model="{name}")',
             'clf("a gorgeous, moving film", top_k=None, truncation=True)  # every label\'s probability',
         ]
-        biases = ", ".join(
-            f"`{model.config.id2label[i]}` {value:+.4g}" for i, value in enumerate(model.score.bias.tolist())
-        )
         notes = [
-            f"- `trust_remote_code=True` loads `{REMOTE_CODE}`: the stock class plus a bias on its `score` head. "
-            "transformers' sequence-classification classes have no head bias and no option for one; without "
-            "`trust_remote_code` transformers loads the stock class, reports `score.bias` as UNEXPECTED, and every "
-            f"logit loses its bias ({biases}), so probabilities and possibly labels differ.",
-            "- transformers pools the last token whose id is not the pad id; lsllama pools the last token of the "
-            f"attention mask. The pad token is {pad}"
-            + (
-                ", which is also the eos token: a text that contains it is pooled at the wrong position."
-                if tokenizer.pad_token_id == tokenizer.eos_token_id
-                else "; a text that contains it is pooled at the wrong position."
-            ),
+            "- The stock transformers class holds the trained head exactly (no custom code, no `trust_remote_code`).",
+            pooling_note(tokenizer),
             f"- lsllama cuts texts at {max_length} tokens; pass `truncation=True` (the tokenizer's `model_max_length` "
             f"is {max_length}) to do the same."
             + (

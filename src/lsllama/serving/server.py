@@ -17,13 +17,17 @@ a streamed body comes in (413); the number of texts and their length by the requ
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -219,32 +223,82 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+# ---- access log ----
+
+ACCESS_LOG = logging.getLogger("lsllama.serving.access")
+"""One line per request (client, method, path, status, milliseconds). The library only emits it; `lsllama
+serve` gives the logger a handler, and an embedding application configures it as it likes."""
+
+
+class AccessLog:
+    """Logs every HTTP request once it is answered, whatever answered it (413s from BodyLimit included)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
+            elapsed = (time.perf_counter() - start) * 1000
+            ACCESS_LOG.info("%s %s %s %d %.1fms", client, scope["method"], scope["path"], status, elapsed)
+
+
 # ---- the app ----
 
 
-def create_app(classifier: Classifier, settings: ServeSettings | None = None) -> FastAPI:
-    """POST /predict, GET /health, GET /metadata; OpenAPI at /docs. Start it with uvicorn."""
-    settings = settings or ServeSettings()
-    settings.check()
-    wants_pairs = classifier.task == "sequence" and bool(classifier.config.data.text_pair_column)
+def validation_message(errors: Sequence[Any]) -> str:
+    """FastAPI's 422 body lists every failed check with the offending input (a 10,000-character text twice,
+    for a union type): one line instead, naming the field, without echoing the input."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"] if part != "body") or "request body"
+    message = f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    return message + (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else "")
+
+
+def request_model(settings: ServeSettings) -> type[BaseModel]:
+    """The /predict body, with the settings' limits in its schema."""
     Text = Annotated[str, StringConstraints(min_length=1, max_length=settings.max_text_chars)]
     Texts = Annotated[list[Text], Field(min_length=1, max_length=settings.max_texts)]
 
     class PredictRequest(BaseModel):
-        """One text or a list of texts (raw text for both tasks; `pairs` only for a run trained on pairs)."""
+        """`inputs`: one text or a list of texts (raw text for both tasks); `pairs` only for a run trained on
+        text pairs. A single string is taken as a list of one."""
 
-        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": "a gorgeous film"}]})
-        inputs: Text | Texts
-        pairs: Text | Texts | None = None
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": ["a gorgeous film"]}]})
+        inputs: Texts
+        pairs: Texts | None = None
+
+        @field_validator("inputs", "pairs", mode="before")
+        @classmethod
+        def one_text_is_a_list_of_one(cls, value: Any) -> Any:
+            return [value] if isinstance(value, str) else value
 
         @field_validator("inputs", "pairs")
         @classmethod
-        def has_content(cls, value: str | list[str] | None) -> str | list[str] | None:
-            for text in [value] if isinstance(value, str) else value or []:
-                if not text.strip():
-                    raise ValueError("a text is empty or only whitespace")
+        def has_content(cls, value: list[str] | None) -> list[str] | None:
+            if any(not text.strip() for text in value or []):
+                raise ValueError("a text is empty or only whitespace")
             return value
 
+    return PredictRequest
+
+
+def response_model(classifier: Classifier) -> type[BaseModel]:
     Prediction = (
         TokenPrediction
         if classifier.task == "token"
@@ -259,6 +313,12 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         """One prediction per input text, in input order (a list even for one text)."""
 
         predictions: list[Prediction]
+
+    return PredictResponse
+
+
+def batching_lifespan(classifier: Classifier, settings: ServeSettings) -> Callable:
+    """Starts the batcher's worker with the app and stops it (answering whoever still waits) at shutdown."""
 
     def run_model(texts: list[str], pairs: list[str] | None) -> list[dict]:
         return predict_records(classifier, texts, pairs, settings.max_batch_size)
@@ -276,33 +336,57 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
             batcher.executor.shutdown(wait=True)
             batcher.fail_waiting(HTTPException(503, "the server is shutting down"))
 
-    app = FastAPI(
+    return lifespan
+
+
+def create_app(classifier: Classifier, settings: ServeSettings | None = None) -> FastAPI:
+    """POST /predict, GET /health, GET /metadata; OpenAPI at /docs, its assets served from the package
+    (fastapi-offline), so the page works without internet. Start it with uvicorn."""
+    settings = settings or ServeSettings()
+    settings.check()
+    names = classifier.labels.names
+    app = FastAPIOffline(
         title="lsllama",
         version=lsllama.__version__,
-        summary=f"{classifier.task}-task classifier: {', '.join(classifier.labels.names[:10])}"
-        + (" ..." if len(classifier.labels.names) > 10 else ""),
-        lifespan=lifespan,
+        summary=f"{classifier.task}-task classifier: {', '.join(names[:10])}" + (" ..." if len(names) > 10 else ""),
+        lifespan=batching_lifespan(classifier, settings),
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog)  # added last: the outermost, so it sees every answer
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(exc.errors())}, 422)
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, 422)
 
+    add_predict_route(app, classifier, settings)
+    add_info_routes(app, classifier, settings)
+    return app
+
+
+def add_predict_route(app: FastAPI, classifier: Classifier, settings: ServeSettings) -> None:
+    wants_pairs = classifier.task == "sequence" and bool(classifier.config.data.text_pair_column)
+    PredictRequest, PredictResponse = request_model(settings), response_model(classifier)
+
     @app.post("/predict", response_model=PredictResponse)
     async def predict(body: PredictRequest) -> dict[str, Any]:
         """A label with every label's probability, a set of labels (multi-label) or a value (regression) for
         the sequence task, or entities with character offsets (token task): the records `lsllama predict` writes."""
-        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-        pairs = [body.pairs] if isinstance(body.pairs, str) else body.pairs
-        if wants_pairs != (pairs is not None):
+        if wants_pairs != (body.pairs is not None):
+            pair_column = classifier.config.data.text_pair_column
             raise HTTPException(
-                422, "this run was trained on text pairs: send `pairs`" if wants_pairs else "this run takes no `pairs`"
-            )
-        if pairs is not None and len(pairs) != len(texts):
-            raise HTTPException(422, f"{len(texts)} inputs but {len(pairs)} pairs")
-        return {"predictions": await app.state.batcher.submit(texts, pairs)}
+                422, f"this run was trained on text pairs ({pair_column!r}): send `pairs`" if wants_pairs
+                else "this run takes no `pairs`"
+            )  # fmt: skip
+        if body.pairs is not None and len(body.pairs) != len(body.inputs):
+            raise HTTPException(422, f"{len(body.inputs)} inputs but {len(body.pairs)} pairs")
+        return {"predictions": await app.state.batcher.submit(body.inputs, body.pairs)}
 
+
+def add_info_routes(app: FastAPI, classifier: Classifier, settings: ServeSettings) -> None:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness, and what the batcher has done so far (requests, texts, model calls, largest batch)."""
@@ -322,9 +406,8 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
             "bidirectional": cfg.model.bidirectional,
             "unmask_from_layer": cfg.model.unmask_from_layer,
             "max_length": cfg.data.max_length,
-            "text_pairs": wants_pairs,
+            "precision": cfg.model.precision,
+            "text_pairs": classifier.task == "sequence" and bool(cfg.data.text_pair_column),
             "lsllama_version": lsllama.__version__,
             "settings": asdict(settings),
         }
-
-    return app
