@@ -101,8 +101,8 @@ def value(choice: enum.Enum | None) -> str | None:
     return None if choice is None else choice.value
 
 
-def set_debug(on: bool) -> None:
-    DEBUG["on"] = DEBUG["on"] or on or bool(os.environ.get("LSLLAMA_DEBUG"))
+def quiet_unless_debugging() -> None:
+    """Library warnings are for developers; a user sees lsllama's own messages (and everything with --debug)."""
     if not DEBUG["on"]:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -115,7 +115,8 @@ def handle_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        set_debug(kwargs.get("debug", False))
+        DEBUG["on"] = DEBUG["on"] or kwargs.get("debug", False)
+        quiet_unless_debugging()
         try:
             return command(*args, **kwargs)
         except LsllamaError as exc:
@@ -152,7 +153,7 @@ def main(
         bool, Opt("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    set_debug(debug)
+    DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
 
 
 @app.command(epilog="Example: lsllama train --data my.csv --text-column review --label-column stars --output runs/mine")

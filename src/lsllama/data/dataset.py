@@ -67,7 +67,7 @@ def resolve_location(cfg: DataConfig) -> Path | str | None:
     named = root / cfg.data
     if named.exists():
         return named
-    local = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+    local = sorted(p.name for p in root.iterdir() if p.is_dir() or p.suffix in SPLIT_SUFFIXES) if root.is_dir() else []
     listing = f"data root {root}: {', '.join(local) or 'empty or missing'}; set LSLLAMA_DATA to change it"
     if cfg.data.startswith((".", "/", "~")) or Path(cfg.data).suffix in SPLIT_SUFFIXES:
         raise UsageError(f"--data {cfg.data}: no such file or folder.{closest(cfg.data, local)} ({listing})")
