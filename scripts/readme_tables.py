@@ -63,7 +63,7 @@ def headline() -> str:
     rows = [
         (
             "SST-2, 2,000 training rows, 1 epoch: validation accuracy (872 sentences)",
-            f"**{main['validation_accuracy']:.3f}** in {main['wall_seconds_cold_cache'] / 60:.1f} min",
+            f"**{main['validation_accuracy']:.3f}** in {main['wall_seconds_cold_cache'] / 60:.1f} min wall time",
             "–",
             "[main_job.md](benchmarks/results/main_job.md)",
         ),
