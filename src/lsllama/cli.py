@@ -156,7 +156,10 @@ def main(
     DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
 
 
-@app.command(epilog="Example: lsllama train --data my.csv --text-column review --label-column stars --output runs/mine")
+@app.command(
+    short_help="Train a model and write a run folder.",
+    epilog="Example: lsllama train --data reviews.csv --text-column review --label-column sentiment --output runs/reviews",
+)
 @handle_errors
 def train(
     output: Annotated[Path, Opt("--output", "-o", help="Run folder to create (or resume).")],
@@ -347,10 +350,13 @@ def _yaml_keys(path: Path) -> set[str]:
         return set()
 
 
-@app.command(epilog="Example: lsllama evaluate runs/sst2 --data sst2 --split validation")
+@app.command(
+    short_help="Score a run on a labelled split or file.",
+    epilog="Example: lsllama evaluate runs/sst2 --data sst2 --split validation",
+)
 @handle_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     data: Annotated[str | None, Opt(help="Data to evaluate on (default: the run's own).")] = None,
     split: Annotated[Split, Opt(help="The split to score.")] = Split.validation,
     file: Annotated[str | None, Opt(help="A labelled file to evaluate instead of a split.")] = None,
@@ -378,10 +384,13 @@ def evaluate(
     typer.echo(json.dumps(metrics))
 
 
-@app.command(epilog="Example: lsllama predict runs/sst2 --input texts.txt --output preds.jsonl")
+@app.command(
+    short_help="Predict labels or entities for texts.",
+    epilog="Example: lsllama predict runs/sst2 --input texts.txt --output preds.jsonl",
+)
 @handle_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     input: Annotated[Path, Opt("--input", "-i", help=".txt (one text per line) or .jsonl.")],
     output: Annotated[Path, Opt("--output", "-o", help="Where to write predictions.")],
     batch_size: Annotated[int, Opt(help="Rows per inference batch.")] = T.eval_batch_size,
@@ -436,10 +445,12 @@ def predict(
     typer.echo(f"wrote {len(rows)} predictions to {output}", err=True)
 
 
-@app.command(epilog="Example: lsllama export runs/sst2 --output exports/sst2")
+@app.command(
+    short_help="Save a run as a transformers model.", epilog="Example: lsllama export runs/sst2 --output exports/sst2"
+)
 @handle_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     output: Annotated[Path, Opt("--output", "-o", help="Folder to write (a transformers model + the run).")],
     overwrite: Annotated[bool, Opt(help="Replace OUTPUT if it exists.")] = False,
     debug: Debug = False,
@@ -457,10 +468,13 @@ def export(
     typer.echo(json.dumps({**asdict(result), "path": str(result.path)}))
 
 
-@app.command(epilog="Example: lsllama serve runs/sst2 --port 8000   (then open http://127.0.0.1:8000/docs)")
+@app.command(
+    short_help="Serve a run over HTTP.",
+    epilog="Example: lsllama serve runs/sst2 --port 8000   (then open http://127.0.0.1:8000/docs)",
+)
 @handle_errors
 def serve(
-    run: Annotated[Path, typer.Argument(help="A run folder (or an export folder).")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (or an export folder).")],
     host: Annotated[str, Opt(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, Opt(help="Port to listen on.")] = 8000,
     max_batch_size: Annotated[int, Opt(help="Most texts per model call; 1 turns batching off.")] = 32,
