@@ -158,7 +158,7 @@ def main(
 
 @app.command(
     short_help="Train a model and write a run folder.",
-    epilog="Example: lsllama train --data reviews.csv --text-column review --label-column sentiment --output runs/reviews",
+    epilog="Example: lsllama train --data reviews.csv --text-column review --label-column sentiment -o runs/reviews",
 )
 @handle_errors
 def train(
