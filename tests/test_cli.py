@@ -153,3 +153,14 @@ def test_transformers_progress_bars_are_hidden_while_loading_and_restored_after(
             assert not transformers_logging.is_progress_bar_enabled()
         assert transformers_logging.is_progress_bar_enabled() is before
     transformers_logging.enable_progress_bar()
+
+
+def test_loading_a_model_folder_shows_no_transformers_progress_bar(tmp_path, tokenizer, capfd):
+    from transformers import AutoModel
+
+    from lsllama.modeling.loading import load_backbone, tiny_random_config
+
+    AutoModel.from_config(tiny_random_config(len(tokenizer), tokenizer.pad_token_id)).save_pretrained(tmp_path)
+    capfd.readouterr()
+    load_backbone(str(tmp_path), tokenizer)
+    assert "Loading weights" not in capfd.readouterr().err
