@@ -1,46 +1,120 @@
-"""Copy benchmark tables into the README, so that no figure there is typed by hand.
+"""Copy benchmark tables into the README and docs/, so that no figure there is typed by hand.
 
     python scripts/readme_tables.py [--check]
 
-Every block of the README between `<!-- include: PATH -->` and `<!-- /include -->` is replaced by the
-current contents of PATH (a Markdown file a benchmark wrote). `--check` changes nothing and exits 1 if
-a block differs from its file.
+Every block of README.md and docs/*.md between `<!-- include: PATH -->` and `<!-- /include -->` is
+replaced by the current contents of PATH (a Markdown file a benchmark wrote); `<!-- include: PATH
+demote=N -->` adds N levels to each of its headings, so that a report's own title fits under the
+page's. First, `benchmarks/results/headline.md` (the README's results table) is rendered from the
+benchmarks' JSON records. `--check` changes nothing and exits 1 if a block or the headline table
+differs from what the records say.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- include: (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /include -->)", re.DOTALL)
+RESULTS = REPO / "benchmarks" / "results"
+HEADLINE = RESULTS / "headline.md"
+BLOCK = re.compile(
+    r"(<!-- include: (?P<path>\S+)(?: demote=(?P<demote>\d))? -->\n)(?P<body>.*?)(<!-- /include -->)", re.DOTALL
+)
 
 
-def render(readme: str) -> str:
+def pages() -> list[Path]:
+    """The files whose include blocks are filled: the README and every page of the manual."""
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def render(text: str, page: str = "README.md") -> str:
     def fill(match: re.Match[str]) -> str:
         source = REPO / match["path"]
         if not source.is_file():
-            raise SystemExit(f"README.md: {match['path']} (named by an include block) does not exist")
-        return match.group(1) + "\n" + source.read_text().strip() + "\n\n" + match.group(4)
+            raise SystemExit(f"{page}: {match['path']} (named by an include block) does not exist")
+        body = demote(source.read_text().strip(), int(match["demote"] or 0))
+        return match.group(1) + "\n" + body + "\n\n" + match.group(5)
 
-    return BLOCK.sub(fill, readme)
+    return BLOCK.sub(fill, text)
+
+
+def demote(markdown: str, levels: int) -> str:
+    """`# Title` -> `### Title` for levels=2 (lines inside code fences are left alone)."""
+    if not levels:
+        return markdown
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        fenced ^= line.startswith("```")
+        lines.append("#" * levels + line if line.startswith("#") and not fenced else line)
+    return "\n".join(lines)
+
+
+def headline() -> str:
+    """The README's results table: the default model against the official recipe, from the JSON records
+    of benchmarks/main_job.py, benchmarks/speed.py --quick and benchmarks/ner.py."""
+    main = json.loads((RESULTS / "main_job.json").read_text())
+    speed = json.loads((RESULTS / "speed_quick.json").read_text())
+    ner = {row["variant"]: row for row in json.loads((RESULTS / "ner.json").read_text())["rows"]}
+    bi, causal = ner["bidirectional"], ner["causal"]
+    rows = [
+        (
+            "SST-2, 2,000 training rows, 1 epoch: validation accuracy (872 sentences)",
+            f"**{main['validation_accuracy']:.3f}** in {main['wall_seconds_cold_cache'] / 60:.1f} min wall time",
+            "–",
+            "[main_job.md](benchmarks/results/main_job.md)",
+        ),
+        (
+            f"SST-2, {speed['rows']} training rows, 1 epoch: validation accuracy",
+            f"**{speed['lsllama_accuracy']:.3f}**",
+            f"{speed['official_accuracy']:.3f}",
+            "[speed_quick.md](benchmarks/results/speed_quick.md)",
+        ),
+        (
+            "the same run: training / inference samples per second",
+            f"{speed['train_speedup']:.2f}x / {speed['eval_speedup']:.2f}x the official recipe's",
+            "1x / 1x",
+            "[speed_quick.md](benchmarks/results/speed_quick.md)",
+        ),
+        (
+            "CoNLL-2003, 2,000 training sentences, 3 epochs: span F1, validation / test",
+            f"**{bi['validation_f1']:.3f} / {bi['test_f1']:.3f}** (LS-unLLaMA); causal "
+            f"{causal['validation_f1']:.3f} / {causal['test_f1']:.3f}",
+            "not run (the benchmark reproduces its sequence script)",
+            "[ner.md](benchmarks/results/ner.md)",
+        ),
+    ]
+    header = (
+        f"SmolLM2-135M-Instruct (the default model) on {main['machine']}; each figure is from the record "
+        "its benchmark wrote (last column).\n\n"
+        "| task | lsllama (defaults) | official LS-LLaMA recipe | record |\n| --- | ---: | ---: | --- |\n"
+    )
+    return header + "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README or docs/ are out of date")
     args = parser.parse_args()
-    path = REPO / "README.md"
-    before = path.read_text()
-    after = render(before)
-    if args.check:
+    stale = []
+    table = headline()
+    if not HEADLINE.is_file() or HEADLINE.read_text() != table:
+        stale.append(str(HEADLINE.relative_to(REPO)))
+        if not args.check:
+            HEADLINE.write_text(table)
+    for path in pages():
+        before = path.read_text()
+        after = render(before, str(path.relative_to(REPO)))
         if after != before:
-            print("README.md: benchmark tables differ from benchmarks/results; run python scripts/readme_tables.py")
-            sys.exit(1)
-        return
-    path.write_text(after)
+            stale.append(str(path.relative_to(REPO)))
+            if not args.check:
+                path.write_text(after)
+    if args.check and stale:
+        print(f"{', '.join(stale)}: differ from benchmarks/results; run python scripts/readme_tables.py")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

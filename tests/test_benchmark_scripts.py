@@ -90,7 +90,7 @@ def test_profile_optimizer_times_fused_and_foreach_adamw(tmp_path: Path):
     assert re.search(r"AdamW over the \d+ trainable tensors", text)
 
 
-def test_readme_benchmark_tables_are_the_files_the_benchmarks_wrote():
+def test_readme_and_docs_tables_are_the_files_the_benchmarks_wrote():
     proc = subprocess.run(
         [sys.executable, "scripts/readme_tables.py", "--check"], capture_output=True, text=True, timeout=60, cwd=REPO
     )
@@ -107,6 +107,35 @@ def test_readme_tables_replace_an_include_block_with_its_file(tmp_path: Path):
     assert "stale figures" not in rendered and table in rendered
     assert rendered.startswith("intro\n") and rendered.endswith("<!-- /include -->\nafter\n")
     assert render(rendered) == rendered
+
+
+def test_readme_tables_fill_the_docs_pages_and_demote_included_headings():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from readme_tables import pages, render
+
+    assert REPO / "docs" / "results.md" in pages() and REPO / "README.md" in pages()
+    text = "<!-- include: benchmarks/results/paper.md demote=2 -->\n<!-- /include -->\n"
+    rendered = render(text, "docs/results.md")
+    assert "\n### Label-supervised finetuning at small scale" in rendered and "\n#### Findings" in rendered
+    assert "\n# Label" not in rendered
+    docs_blocks = sum(
+        (REPO / "docs" / name).read_text().count("<!-- include: ") for name in ("results.md", "performance.md")
+    )
+    assert docs_blocks >= 10  # the benchmark tables moved out of the README stay generated
+
+
+def test_headline_table_is_computed_from_the_benchmark_records():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from readme_tables import HEADLINE, headline
+
+    records = REPO / "benchmarks" / "results"
+    main = json.loads((records / "main_job.json").read_text())
+    speed = json.loads((records / "speed_quick.json").read_text())
+    table = headline()
+    assert f"**{main['validation_accuracy']:.3f}**" in table
+    assert f"{speed['official_accuracy']:.3f}" in table
+    assert HEADLINE.read_text() == table
+    assert "<!-- include: benchmarks/results/headline.md -->" in (REPO / "README.md").read_text()
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import logging
@@ -13,23 +14,110 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from lsllama.config import (
+    LONG_TEXT,
+    METRICS,
+    POOLINGS,
+    PRECISIONS,
+    PRESETS,
+    PROBLEMS,
+    TASKS,
+    TOKEN_TASK_DEFAULTS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from lsllama.errors import LsllamaError, UsageError
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import UsageError as ClickUsageError
+
+# Only light modules above: `lsllama --help` must not wait for torch, transformers and peft, so every
+# command imports what it needs inside its body (tests/test_cli.py checks that torch stays unloaded).
+
+
+class OneLineUsageError(ClickUsageError):
+    """A parser error (unknown choice, missing option) in the CLI's one error style: `error: ...`, exit 2."""
+
+    def show(self, file: Any = None) -> None:
+        command = self.ctx.command_path if self.ctx else "lsllama"
+        typer.echo(f"error: {self.format_message()} (see {command} --help)", err=True)
+
+
+class LsllamaGroup(TyperGroup):
+    """Turns click's multi-line usage errors into lsllama's one-line `error:` messages."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except ClickUsageError as exc:
+            raise _one_line(exc) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClickUsageError as exc:
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: ClickUsageError) -> ClickUsageError:
+    return exc if isinstance(exc, OneLineUsageError) else OneLineUsageError(exc.format_message(), exc.ctx)
+
+
 app = typer.Typer(
+    cls=LsllamaGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: option names are never cut off, and rich is not imported
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     help="Label-supervised finetuning of decoder LLMs (LS-LLaMA / LS-unLLaMA) for text and token classification.",
 )
 DEBUG = {"on": False}
+M, D, T = ModelConfig(), DataConfig(), TrainConfig()  # the defaults the help shows (config.py holds them)
+TOKEN = TOKEN_TASK_DEFAULTS["train"]
+
+
+def choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
+    """A str Enum of a config's allowed values: the help lists them and the parser rejects anything else."""
+    return enum.Enum(name, {value: value for value in values}, type=str)
+
+
+Task = choices("Task", TASKS)
+Problem = choices("Problem", PROBLEMS)
+Pooling = choices("Pooling", POOLINGS)
+LongText = choices("LongText", LONG_TEXT)
+Precision = choices("Precision", PRECISIONS)
+Preset = choices("Preset", list(PRESETS))
+Metric = choices("Metric", list(dict.fromkeys(m for names in METRICS.values() for m in names)))
+Split = choices("Split", ("train", "validation", "test"))
+PredictFormat = choices("PredictFormat", ("jsonl", "conll"))
+
+
+def value(choice: enum.Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+def quiet_unless_debugging() -> None:
+    """Library warnings are for developers; a user sees lsllama's own messages (and everything with --debug)."""
+    if not DEBUG["on"]:
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def handle_errors(command: Callable) -> Callable:
-    """Every command: a package error becomes `error: ...` on stderr and its exit code (no traceback)."""
+    """Every command: a package error becomes `error: ...` on stderr and its exit code (no traceback).
+
+    It also reads the command's own `--debug`, so that the flag works after the subcommand too."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        DEBUG["on"] = DEBUG["on"] or kwargs.get("debug", False)
+        quiet_unless_debugging()
         try:
             return command(*args, **kwargs)
         except LsllamaError as exc:
@@ -44,71 +132,142 @@ def handle_errors(command: Callable) -> Callable:
     return wrapper
 
 
-@app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
-    DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
-    if not DEBUG["on"]:
-        warnings.filterwarnings("ignore")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+def show_version(show: bool) -> None:
+    if show:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"lsllama {version('lsllama')}")
+        except PackageNotFoundError:
+            typer.echo("lsllama (not installed)")
+        raise typer.Exit()
 
 
 Opt = typer.Option
+Debug = Annotated[bool, Opt("--debug", help="Show full tracebacks and library warnings.")]
 
 
-@app.command(epilog="Example: lsllama train --data sst2 --output runs/sst2 --max-train-samples 2000")
+@app.callback()
+def main(
+    debug: Debug = False,
+    version: Annotated[
+        bool, Opt("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
+
+
+@app.command(
+    short_help="Train a model and write a run folder.",
+    epilog="Example: lsllama train --data reviews.csv --text-column review --label-column sentiment -o runs/reviews",
+)
 @handle_errors
 def train(
     output: Annotated[Path, Opt("--output", "-o", help="Run folder to create (or resume).")],
     data: Annotated[
-        str | None, Opt(help="Folder, name under $LSLLAMA_DATA (sst2, conll2003...), file, or hub id.")
+        str | None,
+        Opt(
+            help="Folder, name under $LSLLAMA_DATA (sst2, conll2003...), single file (.jsonl/.csv/.tsv/.conll), "
+            "or hub dataset id."
+        ),
     ] = None,
-    model: Annotated[str | None, Opt(help="smollm2-135m (default), tiny-random, a hub id or a local folder.")] = None,
-    task: Annotated[str | None, Opt(help="sequence or token (default: inferred from the data).")] = None,
+    model: Annotated[
+        str | None, Opt(help=f"Built-in name (default {M.name}; tiny-random for smoke runs), hub id or local folder.")
+    ] = None,
+    task: Annotated[Task | None, Opt(help="Default: token for CoNLL files / token columns, else sequence.")] = None,
     problem: Annotated[
-        str | None, Opt(help="Sequence task: single_label (default), multi_label (a list of labels) or regression.")
+        Problem | None, Opt(help=f"Sequence task: what the label column holds (default {D.problem}).")
     ] = None,
-    preset: Annotated[str, Opt(help="default, or paper (the official LS-LLaMA hyperparameters).")] = "default",
-    config: Annotated[Path | None, Opt(help="YAML file with model/data/train sections.")] = None,
-    pooling: Annotated[str | None, Opt(help="last, mean or max (sequence task).")] = None,
+    preset: Annotated[Preset, Opt(help="paper: the official LS-LLaMA hyperparameters.")] = Preset.default,
+    config: Annotated[Path | None, Opt(help="YAML file with model/data/train sections (flags override it).")] = None,
+    pooling: Annotated[
+        Pooling | None, Opt(help=f"Sequence task: how a text becomes one vector (default {M.pooling}).")
+    ] = None,
     bidirectional: Annotated[
-        bool | None, Opt("--bidirectional/--causal", help="Remove the causal mask (LS-unLLaMA).")
+        bool | None,
+        Opt(
+            "--bidirectional/--causal",
+            help="Remove the causal mask (LS-unLLaMA). Default: bidirectional for the token task.",
+        ),
     ] = None,
-    unmask_from_layer: Annotated[int | None, Opt(help="Only layers >= K attend bidirectionally.")] = None,
-    epochs: Annotated[float | None, Opt()] = None,
-    learning_rate: Annotated[float | None, Opt("--learning-rate", "--lr")] = None,
-    batch_size: Annotated[int | None, Opt(help="Examples per optimizer step (global).")] = None,
+    unmask_from_layer: Annotated[int | None, Opt(metavar="K", help="Only layers >= K attend bidirectionally.")] = None,
+    epochs: Annotated[
+        float | None, Opt(help=f"Passes over the training data (default {T.epochs:g}; token task {TOKEN['epochs']:g}).")
+    ] = None,
+    learning_rate: Annotated[
+        float | None,
+        Opt(
+            "--learning-rate",
+            "--lr",
+            help=f"Peak learning rate (default {T.learning_rate:g}; token task {TOKEN['learning_rate']:g}).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, Opt(help=f"Examples per optimizer step, global (default {T.batch_size}).")
+    ] = None,
     max_tokens: Annotated[int | None, Opt(help="Build batches to this padded-token budget instead.")] = None,
-    gradient_accumulation: Annotated[int | None, Opt()] = None,
-    max_length: Annotated[int | None, Opt(help="Maximum tokens per text / window (up to the model's context).")] = None,
+    gradient_accumulation: Annotated[
+        int | None, Opt(help=f"Split each batch into this many passes (default {T.gradient_accumulation}).")
+    ] = None,
+    max_length: Annotated[
+        int | None, Opt(help=f"Most tokens per text / window (default {D.max_length}; up to the model's context).")
+    ] = None,
     long_text: Annotated[
-        str | None, Opt(help="Texts over --max-length: head (default), tail, head_tail or windows (averaged).")
+        LongText | None, Opt(help=f"Texts over --max-length (default {D.long_text}); windows are averaged.")
     ] = None,
     window_stride: Annotated[int | None, Opt(help="How far consecutive windows move (default: half a window).")] = None,
     max_train_samples: Annotated[int | None, Opt(help="Train on a fixed, seeded sample of this many rows.")] = None,
-    max_eval_samples: Annotated[int | None, Opt()] = None,
-    seed: Annotated[int | None, Opt()] = None,
-    train_file: Annotated[str | None, Opt()] = None,
-    validation_file: Annotated[str | None, Opt()] = None,
-    text_column: Annotated[str | None, Opt()] = None,
+    max_eval_samples: Annotated[int | None, Opt(help="Validate on a fixed, seeded sample of this many rows.")] = None,
+    seed: Annotated[
+        int | None, Opt(help=f"Random seed: LoRA and head initialisation, data order (default {T.seed}).")
+    ] = None,
+    train_file: Annotated[str | None, Opt(help="A training file, instead of (or with) --data.")] = None,
+    validation_file: Annotated[str | None, Opt(help="A validation file, with --train-file.")] = None,
+    text_column: Annotated[str | None, Opt(help=f"Column with the text (default {D.text_column}).")] = None,
     text_pair_column: Annotated[str | None, Opt(help="Second text column: train on text pairs.")] = None,
-    label_column: Annotated[str | None, Opt()] = None,
-    tokens_column: Annotated[str | None, Opt()] = None,
-    tags_column: Annotated[str | None, Opt()] = None,
-    label_all_subtokens: Annotated[bool | None, Opt("--label-all-subtokens/--label-first-subtoken")] = None,
-    lora_r: Annotated[int | None, Opt()] = None,
-    lora_alpha: Annotated[int | None, Opt()] = None,
-    lora_dropout: Annotated[float | None, Opt()] = None,
-    lora_targets: Annotated[str | None, Opt(help="Comma-separated module names, or all-linear.")] = None,
-    precision: Annotated[str | None, Opt(help="auto, bf16 or fp32.")] = None,
-    eval_every: Annotated[int | None, Opt(help="Evaluate every N steps (default: every epoch).")] = None,
-    metric_for_best: Annotated[str | None, Opt()] = None,
-    early_stopping_patience: Annotated[int | None, Opt()] = None,
-    checkpoint_every: Annotated[int | None, Opt()] = None,
+    label_column: Annotated[str | None, Opt(help=f"Column with the label (default {D.label_column}).")] = None,
+    tokens_column: Annotated[
+        str | None, Opt(help=f"Token task: column with the words (default {D.tokens_column}).")
+    ] = None,
+    tags_column: Annotated[str | None, Opt(help=f"Token task: column with the tags (default {D.tags_column}).")] = None,
+    label_all_subtokens: Annotated[
+        bool | None,
+        Opt(
+            "--label-all-subtokens/--label-first-subtoken",
+            help="Token task: which sub-tokens carry a word's tag (default: the first).",
+        ),
+    ] = None,
+    lora_r: Annotated[int | None, Opt(help=f"LoRA rank (default {M.lora_r}).")] = None,
+    lora_alpha: Annotated[int | None, Opt(help=f"LoRA alpha (default {M.lora_alpha}).")] = None,
+    lora_dropout: Annotated[float | None, Opt(help=f"LoRA dropout (default {M.lora_dropout:g}).")] = None,
+    lora_targets: Annotated[
+        str | None, Opt(help=f"Comma-separated module names, or all-linear (default {M.lora_targets}).")
+    ] = None,
+    precision: Annotated[
+        Precision | None,
+        Opt(help=f"bf16: frozen weights bf16, LoRA and head fp32 (default {M.precision}: bf16 where fast)."),
+    ] = None,
+    eval_every: Annotated[int | None, Opt(help="Evaluate every N optimizer steps (default: every epoch).")] = None,
+    metric_for_best: Annotated[
+        Metric | None, Opt(help="Validation metric that selects the kept model (default: the problem's first).")
+    ] = None,
+    early_stopping_patience: Annotated[
+        int | None, Opt(help="Stop after N evaluations without a better one (default: off).")
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, Opt(help="Checkpoint every N optimizer steps (default: at evaluations).")
+    ] = None,
     resume: Annotated[bool | None, Opt("--resume/--no-resume", help="Default: resume if a checkpoint exists.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off unless asked).")] = False,
     load_in_4bit: Annotated[bool, Opt(help="QLoRA: NF4 frozen weights (CUDA + bitsandbytes).")] = False,
     load_in_8bit: Annotated[bool, Opt(help="8-bit frozen weights (CUDA + bitsandbytes).")] = False,
-    gradient_checkpointing: Annotated[bool | None, Opt("--gradient-checkpointing/--no-gradient-checkpointing")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        Opt(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help="Recompute activations in backward (less memory).",
+        ),
+    ] = None,
     compile: Annotated[
         bool | None,
         Opt(
@@ -117,6 +276,7 @@ def train(
         ),
     ] = None,
     quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
+    debug: Debug = False,
 ) -> None:
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
     from lsllama.config import build_config
@@ -129,14 +289,14 @@ def train(
     overrides = {
         "model": {
             "name": model,
-            "pooling": pooling,
+            "pooling": value(pooling),
             "bidirectional": bidirectional,
             "unmask_from_layer": unmask_from_layer,
             "lora_r": lora_r,
             "lora_alpha": lora_alpha,
             "lora_dropout": lora_dropout,
             "lora_targets": targets,
-            "precision": precision,
+            "precision": value(precision),
             "trust_remote_code": trust_remote_code or None,
             "quantization": "4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
             "gradient_checkpointing": gradient_checkpointing,
@@ -148,8 +308,8 @@ def train(
             "text_column": text_column,
             "text_pair_column": text_pair_column,
             "label_column": label_column,
-            "problem": problem,
-            "long_text": long_text,
+            "problem": value(problem),
+            "long_text": value(long_text),
             "window_stride": window_stride,
             "tokens_column": tokens_column,
             "tags_column": tags_column,
@@ -166,12 +326,13 @@ def train(
             "gradient_accumulation": gradient_accumulation,
             "seed": seed,
             "eval_every": eval_every,
-            "metric_for_best": metric_for_best,
+            "metric_for_best": value(metric_for_best),
             "early_stopping_patience": early_stopping_patience,
             "checkpoint_every": checkpoint_every,
             "compile": compile,
         },
     }
+    task, preset = value(task), preset.value
     cfg = build_config(task=task, preset=preset, config_file=config, overrides=overrides)
     if task is None and (config is None or "task" not in (_yaml_keys(config))):
         cfg = build_config(task=infer_task(cfg.data), preset=preset, config_file=config, overrides=overrides)
@@ -197,20 +358,25 @@ PRECISION_HELP = (
 )
 
 
-@app.command(epilog="Example: lsllama evaluate runs/sst2 --data sst2 --split validation")
+@app.command(
+    short_help="Score a run on a labelled split or file.",
+    epilog="Example: lsllama evaluate runs/sst2 --data sst2 --split validation",
+)
 @handle_errors
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     data: Annotated[str | None, Opt(help="Data to evaluate on (default: the run's own).")] = None,
-    split: Annotated[str, Opt(help="train, validation or test.")] = "validation",
+    split: Annotated[Split, Opt(help="The split to score.")] = Split.validation,
     file: Annotated[str | None, Opt(help="A labelled file to evaluate instead of a split.")] = None,
-    max_samples: Annotated[int | None, Opt()] = None,
-    batch_size: Annotated[int, Opt()] = 64,
+    max_eval_samples: Annotated[int | None, Opt(help="Score a fixed, seeded sample of this many rows.")] = None,
+    max_samples: Annotated[int | None, Opt("--max-samples", hidden=True)] = None,  # the name before 0.2
+    batch_size: Annotated[int, Opt(help="Rows per inference batch.")] = T.eval_batch_size,
     output: Annotated[
         Path | None,
         Opt("--output", "-o", help="Folder for the report (default: RUN/report, and RUN/README.md refreshed)."),
     ] = None,
-    precision: Annotated[str | None, Opt(help=PRECISION_HELP)] = None,
+    precision: Annotated[Precision | None, Opt(help=PRECISION_HELP)] = None,
+    debug: Debug = False,
 ) -> None:
     """Score a run on a labelled split; writes a report (metrics JSON, confusion matrix / curves) into RUN/report
     and refreshes the model card (RUN/README.md), or into --output alone; prints the metrics (JSON)."""
@@ -221,7 +387,9 @@ def evaluate(
 
     if output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is a file: give a folder for the report")
-    clf = Classifier.load(run, precision=precision)
+    clf = Classifier.load(run, precision=value(precision))
+    max_samples = max_eval_samples if max_eval_samples is not None else max_samples
+    split = split.value
     metrics = clf.evaluate(data=data, split=split, batch_size=batch_size, max_samples=max_samples, file=file)
     folder = RunFolder.locate(run).path  # an export keeps its run in a subfolder
     report = output if output is not None else folder / REPORT
@@ -235,10 +403,13 @@ def evaluate(
     typer.echo(json.dumps(metrics))
 
 
-@app.command(epilog="Example: lsllama predict runs/sst2 --input texts.txt --output preds.jsonl")
+@app.command(
+    short_help="Predict labels or entities for texts.",
+    epilog="Example: lsllama predict runs/sst2 --input texts.txt --output preds.jsonl",
+)
 @handle_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     input: Annotated[
         Path,
         Opt("--input", "-i", help=".txt or - (standard input): one text per line; or .csv / .jsonl."),
@@ -249,15 +420,19 @@ def predict(
     keep_columns: Annotated[
         str | None, Opt(help="CSV / JSONL: comma-separated input columns copied into each record (default: id).")
     ] = None,
-    batch_size: Annotated[int, Opt()] = 64,
-    format: Annotated[str, Opt(help="jsonl (or csv, from --output's suffix), or conll (token task).")] = "jsonl",
-    precision: Annotated[str | None, Opt(help=PRECISION_HELP)] = None,
+    batch_size: Annotated[int, Opt(help="Rows per inference batch.")] = T.eval_batch_size,
+    format: Annotated[
+        PredictFormat, Opt(help="jsonl (or csv, from --output's suffix), or conll (token task).")
+    ] = PredictFormat.jsonl,
+    precision: Annotated[Precision | None, Opt(help=PRECISION_HELP)] = None,
+    debug: Debug = False,
 ) -> None:
     """Predict labels (sequence task: a label, a set of labels or a value) or entities (token task) for every
     input text. Blank lines of a .txt input are skipped, and counted on stderr."""
     from lsllama.run import RunFolder
     from lsllama.serving.files import output_format, predict_inputs, read_inputs, write_predictions
 
+    format = format.value
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be positive, got {batch_size}")
     kind = output_format(output, format)
@@ -272,41 +447,50 @@ def predict(
         typer.echo(f"skipped {inputs.skipped_blank_lines} blank lines of {input}", err=True)
     from lsllama.api import Classifier  # torch and the model only once the inputs are known to be good
 
-    clf = Classifier.load(run, precision=precision)
+    clf = Classifier.load(run, precision=value(precision))
     write_predictions(output, predict_inputs(clf, inputs, batch_size, conll=kind == "conll"), kind)
     typer.echo(f"wrote {len(inputs.texts)} predictions to {output}", err=True)
 
 
-@app.command(epilog="Example: lsllama export runs/sst2 --output exports/sst2")
+@app.command(
+    short_help="Save a run as a transformers model.", epilog="Example: lsllama export runs/sst2 --output exports/sst2"
+)
 @handle_errors
 def export(
-    run: Annotated[Path, typer.Argument(help="A run folder written by `lsllama train`.")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     output: Annotated[Path, Opt("--output", "-o", help="Folder to write (a transformers model + the run).")],
     overwrite: Annotated[bool, Opt(help="Replace OUTPUT if it exists.")] = False,
+    debug: Debug = False,
 ) -> None:
     """Save RUN as a transformers model (LoRA merged) that `transformers.pipeline` loads; prints one JSON object.
 
     OUTPUT/README.md says how to load it and where transformers can differ from lsllama.
 
     Runs that need lsllama's code (mean / max pooling, --unmask-from-layer) are exported for lsllama only."""
+    from lsllama.modeling.loading import no_transformers_progress
     from lsllama.serving.export import export_run
 
-    result = export_run(run, output, overwrite=overwrite)
+    with no_transformers_progress():  # "Writing model shards": lsllama shows its own progress only
+        result = export_run(run, output, overwrite=overwrite)
     typer.echo(json.dumps({**asdict(result), "path": str(result.path)}))
 
 
-@app.command(epilog="Example: lsllama serve runs/sst2 --port 8000   (then open http://127.0.0.1:8000/docs)")
+@app.command(
+    short_help="Serve a run over HTTP.",
+    epilog="Example: lsllama serve runs/sst2 --port 8000   (then open http://127.0.0.1:8000/docs)",
+)
 @handle_errors
 def serve(
-    run: Annotated[Path, typer.Argument(help="A run folder (or an export folder).")],
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder (or an export folder).")],
     host: Annotated[str, Opt(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
-    port: Annotated[int, Opt()] = 8000,
+    port: Annotated[int, Opt(help="Port to listen on.")] = 8000,
     max_batch_size: Annotated[int, Opt(help="Most texts per model call; 1 turns batching off.")] = 32,
     max_wait_ms: Annotated[float, Opt(help="How long a request waits for others to share its batch.")] = 5.0,
     max_texts: Annotated[int, Opt(help="Most texts per request (more: 422).")] = 64,
     max_text_chars: Annotated[int, Opt(help="Longest text in characters (longer: 422).")] = 10_000,
     max_body_bytes: Annotated[int, Opt(help="Largest request body (larger: 413).")] = 1 << 20,
-    precision: Annotated[str | None, Opt(help=PRECISION_HELP)] = None,
+    precision: Annotated[Precision | None, Opt(help=PRECISION_HELP)] = None,
+    debug: Debug = False,
 ) -> None:
     """Serve a run over HTTP: POST /predict, GET /health, GET /metadata, OpenAPI docs at /docs."""
     try:
@@ -321,7 +505,7 @@ def serve(
 
     settings = ServeSettings(max_batch_size, max_wait_ms, max_texts, max_text_chars, max_body_bytes)
     settings.check()  # before the model loads: a bad option should not cost a model load
-    app_ = create_app(Classifier.load(run, precision=precision), settings)
+    app_ = create_app(Classifier.load(run, precision=value(precision)), settings)
     access = logging.getLogger("lsllama.serving.access")  # the library logs each request; the CLI shows it
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s access %(message)s"))

@@ -18,6 +18,7 @@ from lsllama.config import DataConfig
 from lsllama.data.readers import SPLIT_SUFFIXES, Row, read_rows
 from lsllama.data.tagging import detect_scheme, read_conll, to_iob2
 from lsllama.errors import DataError, UsageError
+from lsllama.hub import closest, offline_reason
 
 SPLIT_ALIASES = {
     "train": ("train",),
@@ -47,7 +48,12 @@ class Example:
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("LSLLAMA_DATA", "../shared/data"))
+    """$LSLLAMA_DATA, else the `shared/data` folder beside the repository this package lives in (so that
+    `--data sst2` finds it from any working folder), else `../shared/data` from the working folder."""
+    if "LSLLAMA_DATA" in os.environ:
+        return Path(os.environ["LSLLAMA_DATA"])
+    beside_repository = Path(__file__).resolve().parents[4] / "shared" / "data"
+    return beside_repository if beside_repository.is_dir() else Path("../shared/data")
 
 
 def resolve_location(cfg: DataConfig) -> Path | str | None:
@@ -57,11 +63,20 @@ def resolve_location(cfg: DataConfig) -> Path | str | None:
     path = Path(cfg.data).expanduser()
     if path.exists():
         return path
-    named = data_root() / cfg.data
+    root = data_root()
+    named = root / cfg.data
     if named.exists():
         return named
+    local = sorted(p.name for p in root.iterdir() if p.is_dir() or p.suffix in SPLIT_SUFFIXES) if root.is_dir() else []
+    listing = f"data root {root}: {', '.join(local) or 'empty or missing'}; set LSLLAMA_DATA to change it"
     if cfg.data.startswith((".", "/", "~")) or Path(cfg.data).suffix in SPLIT_SUFFIXES:
-        raise UsageError(f"--data {cfg.data}: no such file or folder (data root: {data_root()})")
+        raise UsageError(f"--data {cfg.data}: no such file or folder.{closest(cfg.data, local)} ({listing})")
+    offline = offline_reason()
+    if offline is not None:  # the hub client would retry for tens of seconds before failing
+        raise UsageError(
+            f"--data {cfg.data}: not a local data set, and the hub is offline ({offline})."
+            f"{closest(cfg.data, local)} ({listing})"
+        )
     return cfg.data
 
 

@@ -15,10 +15,12 @@ Anything else is a Hugging Face hub id or a local folder.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,10 @@ from transformers import (
     Qwen3Config,
     SmolLM3Config,
 )
+from transformers.utils import logging as transformers_logging
 
 from lsllama.errors import UsageError
+from lsllama.hub import closest, offline_reason
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_PREFIX = "tiny-random-"
@@ -80,6 +84,19 @@ TINY_FAMILIES: dict[str, tuple[type[PretrainedConfig], dict[str, Any]]] = {
 BUILTIN_MODELS = ("smollm2-135m", "tiny-random", *(TINY_PREFIX + family for family in TINY_FAMILIES))
 
 
+@contextlib.contextmanager
+def no_transformers_progress() -> Iterator[None]:
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards") while lsllama
+    loads or saves a model, and restore the caller's setting after: lsllama shows its own progress."""
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LSLLAMA_CACHE", Path.home() / ".cache" / "lsllama"))
 
@@ -103,8 +120,9 @@ def _smollm2_plain_folder() -> Path:
     from transformers import AutoModelForCausalLM
 
     source = _smollm2_gguf_folder()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    with no_transformers_progress():
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
@@ -112,8 +130,9 @@ def _smollm2_plain_folder() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with no_transformers_progress():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -161,6 +180,12 @@ def model_source(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UsageError(f"--model {name}: no such folder")
+    offline = offline_reason()
+    if offline is not None:  # the hub client would retry for tens of seconds before failing
+        raise UsageError(
+            f"--model {name}: not a built-in model or a local folder, and the hub is offline ({offline})."
+            f"{closest(name, BUILTIN_MODELS)} Built-in: {', '.join(BUILTIN_MODELS)}"
+        )
     return name
 
 
@@ -240,9 +265,10 @@ def load_backbone(
     source = model_source(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(
-            source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, quantization_config=quant
-        )
+        with no_transformers_progress():
+            model = AutoModel.from_pretrained(
+                source, config=config, dtype=dtype, trust_remote_code=trust_remote_code, quantization_config=quant
+            )
     except (OSError, ValueError) as exc:
         raise UsageError(f"--model {name}: cannot load the model: {str(exc).splitlines()[0]}") from None
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,166 @@
+"""The command line itself: quick to start, consistent options, one-line errors, fast failure offline.
+
+Startup time is not timed here (a shared machine makes timings flaky): scripts/cli_startup.py times it.
+What makes it fast is checked instead: importing the CLI loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from lsllama.cli import app
+from lsllama.config import DataConfig, ModelConfig, TrainConfig
+
+from .conftest import REPO
+
+runner = CliRunner()
+
+
+def test_importing_the_cli_loads_no_torch_transformers_or_peft():
+    code = "import sys, lsllama.cli; print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args", [["-h"], ["--help"], ["train", "-h"], ["predict", "-h"]])
+def test_short_and_long_help(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("lsllama "), result.output
+
+
+def test_train_help_names_every_option_in_full_with_help_text_and_config_defaults():
+    help_text = runner.invoke(app, ["train", "--help"], terminal_width=80).output
+    click_command = typer.main.get_command(app).commands["train"]
+    for param in click_command.params:
+        for name in param.opts:
+            assert name in help_text, f"{name} missing or cut off in the help"
+        assert param.help, f"{param.opts[0]} has no help text"
+    # the defaults shown come from config.py, not from numbers typed into the CLI
+    assert f"default {TrainConfig().learning_rate:g}" in help_text
+    assert f"default {ModelConfig().lora_r})" in help_text
+    assert f"(default {DataConfig().text_column})" in help_text
+    assert "<last|mean|max>" in help_text
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["evaluate", "runs/none", "--split", "testing"], ["--split", "testing", "validation"]),
+        (["train", "-o", "x", "--pooling", "median"], ["--pooling", "median"]),
+        (["predict", "runs/none", "-i", "a.txt", "-o", "b.jsonl", "--format", "xml"], ["--format", "xml"]),
+    ],
+)
+def test_unknown_choices_are_rejected_by_the_parser_in_one_line(args, words):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in errors[0]
+
+
+def test_debug_works_after_the_subcommand(tmp_path):
+    args = ["train", "--model", "tiny-random", "--quiet", "--data", str(tmp_path / "none.jsonl"), "-o", str(tmp_path)]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 2 and "error: --data" in plain.stderr
+    debug = runner.invoke(app, [*args, "--debug"])
+    assert type(debug.exception).__name__ == "UsageError"
+
+
+def test_evaluate_takes_max_eval_samples_as_train_does_and_keeps_the_old_name_hidden():
+    help_text = runner.invoke(app, ["evaluate", "--help"]).output
+    assert "--max-eval-samples" in help_text and "--max-samples" not in help_text
+    result = runner.invoke(app, ["evaluate", "no/such/run", "--max-samples", "5"])
+    assert "No such option" not in result.output and "run folder not found" in result.stderr
+
+
+def test_unknown_model_name_fails_at_once_offline_with_the_closest_built_in_name(monkeypatch):
+    from huggingface_hub import constants
+
+    from lsllama.errors import UsageError
+    from lsllama.modeling.loading import model_source
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UsageError, match="Did you mean 'tiny-random'") as info:
+        model_source("tiny_random")
+    assert "offline" in str(info.value) and "smollm2-135m" in str(info.value)
+
+
+def test_hub_probe_reports_an_unreachable_host_instead_of_retrying(monkeypatch):
+    from huggingface_hub import constants
+
+    from lsllama.hub import offline_reason
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://no-such-host.invalid")
+    assert "no-such-host.invalid" in offline_reason()
+
+
+def test_unknown_data_name_offline_suggests_a_local_data_set_and_lists_the_data_root(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from lsllama.data.dataset import resolve_location
+    from lsllama.errors import UsageError
+
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "conll2003").mkdir()
+    monkeypatch.setenv("LSLLAMA_DATA", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UsageError) as info:
+        resolve_location(DataConfig(data="sst3"))
+    message = str(info.value)
+    assert "Did you mean 'sst2'?" in message and str(tmp_path) in message and "conll2003" in message
+
+
+def test_the_default_data_root_is_beside_the_repository_from_any_working_folder(tmp_path):
+    shared = REPO.parent / "shared" / "data"
+    if not shared.is_dir():
+        pytest.skip(f"no {shared}")
+    env = {k: v for k, v in os.environ.items() if k != "LSLLAMA_DATA"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    code = "from lsllama.data.dataset import data_root; print(data_root())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert Path(out.stdout.strip()) == shared, out.stderr
+    env["LSLLAMA_DATA"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert Path(out.stdout.strip()) == tmp_path
+
+
+def test_transformers_progress_bars_are_hidden_while_loading_and_restored_after():
+    from transformers.utils import logging as transformers_logging
+
+    from lsllama.modeling.loading import no_transformers_progress
+
+    for before in (True, False):
+        (transformers_logging.enable_progress_bar if before else transformers_logging.disable_progress_bar)()
+        with no_transformers_progress():
+            assert not transformers_logging.is_progress_bar_enabled()
+        assert transformers_logging.is_progress_bar_enabled() is before
+    transformers_logging.enable_progress_bar()
+
+
+def test_loading_a_model_folder_shows_no_transformers_progress_bar(tmp_path, tokenizer, capfd):
+    from transformers import AutoModel
+
+    from lsllama.modeling.loading import load_backbone, tiny_random_config
+
+    AutoModel.from_config(tiny_random_config(len(tokenizer), tokenizer.pad_token_id)).save_pretrained(tmp_path)
+    capfd.readouterr()
+    load_backbone(str(tmp_path), tokenizer)
+    assert "Loading weights" not in capfd.readouterr().err
