@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -46,9 +47,26 @@ def handle_errors(command: Callable) -> Callable:
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
     DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
+    _show_package_log()
     if not DEBUG["on"]:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+class _EchoHandler(logging.Handler):
+    """lsllama's log lines (what the library decided: held-out validation, a tagging scheme, a likely
+    label typo) on stderr, written through typer at emit time so that they go where the command's output goes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        typer.echo(prefix + record.getMessage(), err=True)
+
+
+def _show_package_log() -> None:
+    package = logging.getLogger("lsllama")
+    package.setLevel(logging.INFO)
+    if not any(isinstance(h, _EchoHandler) for h in package.handlers):
+        package.addHandler(_EchoHandler())
 
 
 Opt = typer.Option
@@ -85,6 +103,13 @@ def train(
     window_stride: Annotated[int | None, Opt(help="How far consecutive windows move (default: half a window).")] = None,
     max_train_samples: Annotated[int | None, Opt(help="Train on a fixed, seeded sample of this many rows.")] = None,
     max_eval_samples: Annotated[int | None, Opt()] = None,
+    validation_fraction: Annotated[
+        float | None,
+        Opt(help="Data without a validation split: hold out this fraction of train (default 0.1; 0: none)."),
+    ] = None,
+    labels: Annotated[
+        str | None, Opt(help="Comma-separated label names in id order: pins the label set (default: labels.txt).")
+    ] = None,
     seed: Annotated[int | None, Opt()] = None,
     train_file: Annotated[str | None, Opt()] = None,
     validation_file: Annotated[str | None, Opt()] = None,
@@ -155,6 +180,8 @@ def train(
             "max_length": max_length,
             "max_train_samples": max_train_samples,
             "max_eval_samples": max_eval_samples,
+            "validation_fraction": validation_fraction,
+            "labels": [name.strip() for name in labels.split(",")] if labels is not None else None,
             "label_all_subtokens": label_all_subtokens,
         },
         "train": {
@@ -206,6 +233,8 @@ def evaluate(
     from lsllama.run import LOG, RunFolder
     from lsllama.serving.card import REPORT, write_model_card
 
+    if split not in ("train", "validation", "test"):  # before the model loads
+        raise UsageError(f"--split must be one of train, validation, test, got {split!r}")
     clf = Classifier.load(run)
     metrics = clf.evaluate(data=data, split=split, batch_size=batch_size, max_samples=max_samples, file=file)
     folder = RunFolder.locate(run).path  # an export keeps its run in a subfolder
