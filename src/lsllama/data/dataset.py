@@ -309,7 +309,14 @@ def iob2_names(tags: list[str]) -> list[str]:
 def token_label_names(declared: list[str] | None, rows: list[Row], cfg: DataConfig, where: Path | str) -> list[str]:
     """IOB2 tag set: declared names (converted to IOB2), else the training tags; O first."""
     if declared is None:
-        found = {str(t) for row in rows for t in _words_and_tags(row, cfg, where, True)[1]}
+        found = set()
+        for row in rows:
+            for tag in _tag_names(_words_and_tags(row, cfg, where, True)[1], None, where, row.line):
+                try:
+                    split_tag(tag)
+                except ValueError as exc:
+                    raise DataError(str(exc), where, row.line) from None
+                found.add(tag)
         declared = sorted(found, key=lambda t: (t != "O", t[2:], t[:1]))
     return iob2_names(declared)
 
@@ -368,7 +375,7 @@ def _check_label_names(labels: LabelSet, declared: list[str] | None, where: Path
             )
             if part
         )
-        raise UsageError(f"{where}: label names differ from the model's ({difference})")
+        raise UsageError(f"{where}: label names differ from the run's ({difference})")
 
 
 def _read_examples(cfg: DataConfig, split: str, task: str, labels: LabelSet | None) -> list[Example]:
@@ -422,10 +429,11 @@ def load_split(cfg: DataConfig, split: str, task: str, labels: LabelSet | None, 
         kept, held = _held_out_splits(cfg, task, labels)
         return sample(kept if split == "train" else held, limit)
     if split_file(cfg, split) is None:
-        single = isinstance(resolve_location(cfg), Path) and resolve_location(cfg).is_file()
-        what = cfg.data if cfg.data is not None else cfg.train_file
+        location = resolve_location(cfg)
+        single = location is None or (isinstance(location, Path) and location.is_file())
+        what = f"--data {cfg.data}" if cfg.data is not None else f"--train-file {cfg.train_file}"
         why = " (a single file is the training split; its validation rows are held out of it)" if single else ""
-        raise UsageError(f"--data {what}: has no {split!r} split{why}")
+        raise UsageError(f"{what}: has no {split!r} split{why}")
     return sample(_read_examples(cfg, split, task, labels), limit)
 
 
