@@ -1,13 +1,26 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lsllama.data.tagging import TaggedSentence, detect_scheme, read_conll, split_tag, to_iob2, validate_tags
+from lsllama.config import DataConfig
+from lsllama.data.dataset import load_split, resolve_labels
+from lsllama.data.tagging import (
+    TaggedSentence,
+    describe_scheme,
+    detect_scheme,
+    read_conll,
+    split_tag,
+    to_iob2,
+    validate_tags,
+)
 from lsllama.errors import DataError
+
+from .conftest import write_jsonl
 
 
 def write(tmp_path: Path, content: str | bytes, name: str = "data.conll") -> Path:
@@ -274,3 +287,81 @@ def test_unknown_tag_is_reported_with_file_line_and_word() -> None:
 
 def test_known_tags_pass_validation() -> None:
     validate_tags(["O", "B-PER", "I-PER"], {"O", "B-PER", "I-PER"}, Path("dev.conll"), 1)
+
+
+# --- BILOU and plain IO -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag", ["U-PER", "L-LOC"])
+def test_any_l_or_u_tag_means_bilou(tag: str) -> None:
+    assert detect_scheme([["B-LOC", "I-LOC", "O"], ["O", tag]]) == "BILOU"
+
+
+def test_bilou_units_become_b_and_lasts_become_i() -> None:
+    tags = ["U-PER", "B-LOC", "I-LOC", "L-LOC", "O", "U-PER"]
+    assert to_iob2(tags, "BILOU") == ["B-PER", "B-LOC", "I-LOC", "I-LOC", "O", "B-PER"]
+
+
+@pytest.mark.parametrize(("scheme", "tag"), [("BIOES", "U-PER"), ("BILOU", "S-PER"), ("IOB2", "L-PER")])
+def test_a_tag_of_another_scheme_is_refused(scheme: str, tag: str) -> None:
+    with pytest.raises(ValueError, match=repr(tag)):
+        to_iob2([tag], scheme)
+
+
+def test_a_corpus_without_any_b_tag_is_described_as_io_and_read_as_iob1() -> None:
+    corpus = [["I-PER", "I-PER", "O", "I-LOC"]]
+    scheme = detect_scheme(corpus)
+    assert describe_scheme(corpus, scheme) == "IO"
+    assert to_iob2(corpus[0], scheme) == ["B-PER", "I-PER", "O", "B-LOC"]
+    assert describe_scheme([["I-PER", "B-PER"]], "IOB1") == "IOB1"
+
+
+# --- integer tag ids through the file's own names ------------------------------------------------------
+
+
+def tagged_folder(folder: Path, names: list[str], sentences: list[tuple[list[str], list]]) -> DataConfig:
+    rows = [{"tokens": tokens, "tags": tags} for tokens, tags in sentences]
+    write_jsonl(folder / "train.jsonl", rows)
+    write_jsonl(folder / "validation.jsonl", rows)
+    (folder / "labels.txt").write_text("\n".join(names) + "\n")
+    return DataConfig(data=str(folder))
+
+
+def gold_tags(cfg: DataConfig, caplog=None) -> tuple[list[str], list[list[str]]]:
+    labels = resolve_labels(cfg, "token")
+    examples = load_split(cfg, "validation", "token", labels, None)
+    return labels.names, [[labels.names[t] for t in e.tags] for e in examples]
+
+
+def test_integer_bioes_tags_map_through_the_files_names_before_conversion(tmp_path: Path, caplog) -> None:
+    names = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+    words = ["Anna", "Maria", "Smith", "visited", "Rome"]
+    tags = [1, 2, 3, 0, 8]  # B-PER I-PER E-PER O S-LOC
+    cfg = tagged_folder(tmp_path / "bioes", names, [(words, tags)])
+    with caplog.at_level(logging.INFO, logger="lsllama"):
+        label_names, gold = gold_tags(cfg)
+    assert set(label_names) == {"O", "B-PER", "I-PER", "B-LOC", "I-LOC"}
+    assert gold == [["B-PER", "I-PER", "I-PER", "O", "B-LOC"]]
+    assert "tags: BIOES scheme in" in caplog.text
+
+
+def test_an_out_of_range_tag_id_is_a_data_error_naming_file_and_line(tmp_path: Path) -> None:
+    cfg = tagged_folder(tmp_path / "ids", ["O", "B-PER", "I-PER"], [(["a", "b"], [0, 1]), (["c"], [7])])
+    with pytest.raises(DataError, match=r"validation.jsonl:2: tag id 7 is out of range"):
+        gold_tags(cfg)
+
+
+def test_iob1_file_whose_type_never_has_a_b_tag_trains_with_iob2_labels(tmp_path: Path) -> None:
+    names = ["O", "I-PER", "I-LOC"]  # an IOB1 labels.txt: no B- at all
+    cfg = tagged_folder(tmp_path / "iob1", names, [(["Anna", "Smith", "in", "Rome"], [1, 1, 0, 2])])
+    label_names, gold = gold_tags(cfg)
+    assert {"B-PER", "B-LOC"} <= set(label_names)
+    assert gold == [["B-PER", "I-PER", "O", "B-LOC"]]
+
+
+def test_bilou_string_tags_are_read(tmp_path: Path) -> None:
+    cfg = DataConfig(data=str(tmp_path / "bilou"))
+    rows = [{"tokens": ["Anna", "Smith", "in", "Rome"], "tags": ["B-PER", "L-PER", "O", "U-LOC"]}]
+    write_jsonl(tmp_path / "bilou" / "train.jsonl", rows)
+    write_jsonl(tmp_path / "bilou" / "validation.jsonl", rows)
+    assert gold_tags(cfg)[1] == [["B-PER", "I-PER", "O", "B-LOC"]]

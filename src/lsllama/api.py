@@ -266,12 +266,14 @@ class Classifier:
     ) -> dict[str, Any]:
         """Metrics on a labelled split (the run's own data unless `data` / `file` is given)."""
         cfg = self.config.data
-        if data is not None or file is not None:
+        if data is not None or file is not None:  # labels are read by name: data naming others is refused
             cfg = type(cfg)(
                 **{**cfg.__dict__, "data": data, "train_file": None, "validation_file": None, "test_file": None}
             )
-            if file is not None:
-                cfg.data = file
+            if file is not None:  # the whole file, whichever split is asked for
+                if not Path(file).is_file():
+                    raise UsageError(f"--file {file}: no such file")
+                cfg.data, cfg.train_file, cfg.validation_file, cfg.test_file = None, file, file, file
         examples = load_split(cfg, split, self.task, self.labels, max_samples)
         items, altered = encode_examples(examples, self.task, self.tokenizer, cfg)
         logits = predict_logits(

@@ -118,6 +118,7 @@ def handle_errors(command: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         DEBUG["on"] = DEBUG["on"] or kwargs.get("debug", False)
         quiet_unless_debugging()
+        _show_package_log()
         try:
             return command(*args, **kwargs)
         except LsllamaError as exc:
@@ -141,6 +142,22 @@ def show_version(show: bool) -> None:
         except PackageNotFoundError:
             typer.echo("lsllama (not installed)")
         raise typer.Exit()
+
+
+class _EchoHandler(logging.Handler):
+    """lsllama's log lines (what the library decided: held-out validation, a tagging scheme, a likely
+    label typo) on stderr, written through typer at emit time so that they go where the command's output goes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = "warning: " if record.levelno >= logging.WARNING else ""
+        typer.echo(prefix + record.getMessage(), err=True)
+
+
+def _show_package_log() -> None:
+    package = logging.getLogger("lsllama")
+    package.setLevel(logging.INFO)
+    if not any(isinstance(h, _EchoHandler) for h in package.handlers):
+        package.addHandler(_EchoHandler())
 
 
 Opt = typer.Option
@@ -218,6 +235,16 @@ def train(
     window_stride: Annotated[int | None, Opt(help="How far consecutive windows move (default: half a window).")] = None,
     max_train_samples: Annotated[int | None, Opt(help="Train on a fixed, seeded sample of this many rows.")] = None,
     max_eval_samples: Annotated[int | None, Opt(help="Validate on a fixed, seeded sample of this many rows.")] = None,
+    validation_fraction: Annotated[
+        float | None,
+        Opt(
+            help="Data without a validation split: hold out this fraction of train "
+            f"(default {D.validation_fraction}; 0: none)."
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None, Opt(help="Comma-separated label names in id order: pins the label set (default: labels.txt).")
+    ] = None,
     seed: Annotated[
         int | None, Opt(help=f"Random seed: LoRA and head initialisation, data order (default {T.seed}).")
     ] = None,
@@ -316,6 +343,8 @@ def train(
             "max_length": max_length,
             "max_train_samples": max_train_samples,
             "max_eval_samples": max_eval_samples,
+            "validation_fraction": validation_fraction,
+            "labels": [name.strip() for name in labels.split(",")] if labels is not None else None,
             "label_all_subtokens": label_all_subtokens,
         },
         "train": {

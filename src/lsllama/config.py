@@ -105,7 +105,13 @@ class DataConfig:
     quarter and the last three quarters of the budget), or read them in `windows` (overlapping, moved
     by `window_stride`) whose pooled vectors are averaged before the head."""
     max_train_samples: int | None = None
+    """Train on a fixed, seeded sample of this many rows (taken after validation rows are held out)."""
     max_eval_samples: int | None = None
+    validation_fraction: float = 0.1
+    """Data without a validation split (a single file, `--train-file` alone, a folder or hub dataset
+    without one): this fraction of the training rows, seeded and stratified by label, is held out as
+    validation (the rows are named in the run's validation_rows.json). 0: no validation, the last weights
+    are kept."""
     label_all_subtokens: bool = False
     """Token task: label every sub-token of a word (default: only the first)."""
     window_stride: int | None = None
@@ -187,6 +193,15 @@ class RunConfig:
             raise UsageError("--long-text is for the sequence task (the token task reads long sentences in windows)")
         if cfg.data.long_text == "windows" and cfg.data.text_pair_column:
             raise UsageError("--long-text windows reads single texts; text pairs need head, tail or head_tail")
+        for name, count in (
+            ("--max-train-samples", cfg.data.max_train_samples),
+            ("--max-eval-samples", cfg.data.max_eval_samples),
+        ):
+            if count is not None and count <= 0:
+                raise UsageError(f"{name} must be positive, got {count}")
+        fraction = cfg.data.validation_fraction
+        if not 0 <= fraction < 1:
+            raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
         if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
             raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
         if cfg.model.bidirectional is None:

@@ -1,7 +1,8 @@
 """Reading CoNLL-style NER files and bringing their tags to one scheme.
 
-Corpora ship in IOB1 (the original CoNLL-2003 release), IOB2 or BIOES. Training and scoring use IOB2
-only, so that one label set and one chunking rule (conlleval's) serve every corpus.
+Corpora ship in IOB1 (the original CoNLL-2003 release), plain IO, IOB2, BIOES or BILOU (BIOES with L- for
+E- and U- for S-). Training and scoring use IOB2 only, so that one label set and one chunking rule
+(conlleval's) serve every corpus.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from typing import Literal
 
 from lsllama.errors import DataError
 
-Scheme = Literal["IOB1", "IOB2", "BIOES"]
-SCHEMES: tuple[Scheme, ...] = ("IOB1", "IOB2", "BIOES")
+Scheme = Literal["IOB1", "IOB2", "BIOES", "BILOU"]
+SCHEMES: tuple[Scheme, ...] = ("IOB1", "IOB2", "BIOES", "BILOU")
+_SINGLE_AND_END = {"BIOES": ("S", "E"), "BILOU": ("U", "L")}
+"""The prefixes that IOB2 lacks, per scheme: a one-word entity's and an entity's last word's."""
 
 DOCSTART = "-DOCSTART-"
 # Only space and tab separate columns: str.split() would also split on no-break spaces inside tokens.
 _COLUMN_SEPARATOR = re.compile(r"[ \t]+")
-_ENTITY_PREFIXES = frozenset("BIES")
+_ENTITY_PREFIXES = frozenset("BIESLU")
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def split_tag(tag: str) -> tuple[str, str]:
     prefix, dash, entity_type = tag.partition("-")
     if dash and entity_type and prefix in _ENTITY_PREFIXES:
         return prefix, entity_type
-    raise ValueError(f"invalid tag {tag!r}: expected O or a B-, I-, E- or S- prefix followed by an entity type")
+    raise ValueError(f"invalid tag {tag!r}: expected O or a B-, I-, E-, S-, L- or U- prefix followed by an entity type")
 
 
 def detect_scheme(tag_seqs: Iterable[Sequence[str]]) -> Scheme:
@@ -109,7 +112,8 @@ def detect_scheme(tag_seqs: Iterable[Sequence[str]]) -> Scheme:
 
     The rule, applied over all sentences:
 
-    - BIOES if any tag starts with "E-" or "S-" (neither exists in IOB1 or IOB2);
+    - BIOES if any tag starts with "E-" or "S-" (neither exists in IOB1 or IOB2), BILOU if any starts
+      with "L-" or "U-";
     - IOB1 if some I-X starts an entity (it is sentence-initial, or follows O, or follows a tag of another
       type) and every B-X directly follows a B-X or I-X, i.e. B- only separates two adjacent entities of
       the same type, which is the one place IOB1 uses it;
@@ -126,6 +130,8 @@ def detect_scheme(tag_seqs: Iterable[Sequence[str]]) -> Scheme:
         for tag in tags:
             if tag.startswith(("E-", "S-")):
                 return "BIOES"
+            if tag.startswith(("L-", "U-")):
+                return "BILOU"
             prefix, _, entity_type = tag.partition("-")
             if prefix in ("B", "I") and entity_type != previous_type:
                 if prefix == "I":
@@ -136,12 +142,20 @@ def detect_scheme(tag_seqs: Iterable[Sequence[str]]) -> Scheme:
     return "IOB1" if i_starts_entity and not b_starts_entity else "IOB2"
 
 
+def describe_scheme(tag_seqs: Iterable[Sequence[str]], scheme: Scheme) -> str:
+    """The scheme's name for a message: an IOB1 corpus without any B- tag is plain IO (read the same way)."""
+    if scheme == "IOB1" and not any(tag.startswith("B-") for tags in tag_seqs for tag in tags):
+        return "IO"
+    return scheme
+
+
 def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
     """Rewrite one sentence's tags in IOB2, the scheme training and scoring use.
 
-    IOB1: an I-X that does not continue an X entity becomes B-X. BIOES: S-X becomes B-X and E-X becomes
-    I-X. IOB2 tags come back unchanged but checked. Raises ValueError for a malformed tag, or for an E-/S-
-    tag outside BIOES (the output would not be IOB2); the caller adds the file and line.
+    IOB1 (and plain IO, read the same way): an I-X that does not continue an X entity becomes B-X. BIOES:
+    S-X becomes B-X and E-X becomes I-X; BILOU likewise with U-X and L-X. IOB2 tags come back unchanged but
+    checked. Raises ValueError for a malformed tag, or for a tag of another scheme (E-/S- outside BIOES,
+    L-/U- outside BILOU: the output would not be IOB2); the caller adds the file and line.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown tagging scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
@@ -149,10 +163,12 @@ def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
     previous_type = ""
     for tag in tags:
         prefix, entity_type = split_tag(tag)
-        if scheme == "BIOES":
-            prefix = {"S": "B", "E": "I"}.get(prefix, prefix)
-        elif prefix in ("E", "S"):
-            raise ValueError(f"tag {tag!r} belongs to BIOES, but the scheme is {scheme}")
+        single, end = _SINGLE_AND_END.get(scheme, ("", ""))
+        if prefix in (single, end):
+            prefix = "B" if prefix == single else "I"
+        elif prefix in ("E", "S", "L", "U"):
+            owner = "BIOES" if prefix in ("E", "S") else "BILOU"
+            raise ValueError(f"tag {tag!r} belongs to {owner}, but the scheme is {scheme}")
         elif scheme == "IOB1" and prefix == "I" and entity_type != previous_type:
             prefix = "B"
         converted.append("O" if prefix == "O" else f"{prefix}-{entity_type}")

@@ -27,7 +27,7 @@ from transformers import get_linear_schedule_with_warmup
 from lsllama.config import RunConfig
 from lsllama.data import batching
 from lsllama.data.batching import collate_items, shard, train_batches
-from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
+from lsllama.data.dataset import VALIDATION_ROWS, LabelSet, resolve_labels, training_data
 from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
@@ -118,9 +118,8 @@ def fit(
     check_max_length(cfg.model.name, cfg.data.max_length, cfg.model.trust_remote_code)
     labels = resolve_labels(cfg.data, task)
     cfg.data.labels = labels.names
-    train_examples = load_split(cfg.data, "train", task, labels, cfg.data.max_train_samples)
-    has_validation = split_file(cfg.data, "validation") is not None
-    val_examples = load_split(cfg.data, "validation", task, labels, cfg.data.max_eval_samples) if has_validation else []
+    data = training_data(cfg.data, task, labels)
+    train_examples, val_examples = data.train, data.validation
     if resume is not False and run.file(CONFIG).is_file():
         _check_same_run(run, cfg)
         if run.finished:
@@ -158,6 +157,7 @@ def fit(
             remove_stale_temporaries(run)
     elif main:
         _start_run_folder(run, cfg, labels, tokenizer)
+        data.write_held_out(run.file(VALIDATION_ROWS))
     accelerator.wait_for_everyone()
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: LabelSupervisedModel = accelerator.unwrap_model(model)
