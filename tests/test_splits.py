@@ -120,7 +120,7 @@ def test_single_file_run_names_its_held_out_rows_and_has_no_test_split(tmp_path)
     test = runner.invoke(app, ["evaluate", str(run), "--split", "test"])
     assert test.exit_code == 2 and "has no 'test' split" in test.stderr
     typo = runner.invoke(app, ["evaluate", str(run), "--split", "testing"])
-    assert typo.exit_code == 2 and "--split must be one of train, validation, test" in typo.stderr
+    assert typo.exit_code == 2 and "'testing' is not one of 'train', 'validation', 'test'" in typo.stderr
     validation = runner.invoke(app, ["evaluate", str(run)])
     assert validation.exit_code == 0 and json.loads(validation.stdout.splitlines()[-1])["n"] == 4
 
@@ -155,6 +155,7 @@ def hub(monkeypatch):
 
     hub_data = datasets.DatasetDict({"train": split(40, 1), "test": split(10, 2)})
     monkeypatch.setattr(datasets, "load_dataset", lambda name, *a, **k: hub_data)
+    monkeypatch.setattr(dataset, "offline_reason", lambda: None)  # the hub counts as reachable
     dataset._hub_dataset.cache_clear()
     yield "someone/reviews"
     dataset._hub_dataset.cache_clear()
