@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from lsllama.config import (
+    HEAD_INITS,
     LONG_TEXT,
     METRICS,
     POOLINGS,
@@ -90,6 +91,7 @@ def choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
 Task = choices("Task", TASKS)
 Problem = choices("Problem", PROBLEMS)
 Pooling = choices("Pooling", POOLINGS)
+HeadInit = choices("HeadInit", HEAD_INITS)
 LongText = choices("LongText", LONG_TEXT)
 Precision = choices("Precision", PRECISIONS)
 Preset = choices("Preset", list(PRESETS))
@@ -208,6 +210,17 @@ def train(
         ),
     ] = None,
     unmask_from_layer: Annotated[int | None, Opt(metavar="K", help="Only layers >= K attend bidirectionally.")] = None,
+    head_init: Annotated[
+        HeadInit | None,
+        Opt(
+            help="Sequence task: label_names starts the head from the model's words for the labels "
+            f"(default {M.head_init}; random: the paper's head)."
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        Opt(help="Sequence task: what the model reads, with {text} (and {labels}), e.g. '{text}\\nSentiment:'."),
+    ] = None,
     epochs: Annotated[
         float | None, Opt(help=f"Passes over the training data (default {T.epochs:g}; token task {TOKEN['epochs']:g}).")
     ] = None,
@@ -319,6 +332,7 @@ def train(
             "pooling": value(pooling),
             "bidirectional": bidirectional,
             "unmask_from_layer": unmask_from_layer,
+            "head_init": value(head_init),
             "lora_r": lora_r,
             "lora_alpha": lora_alpha,
             "lora_dropout": lora_dropout,
@@ -341,6 +355,7 @@ def train(
             "tokens_column": tokens_column,
             "tags_column": tags_column,
             "max_length": max_length,
+            "template": template.replace("\\n", "\n") if template is not None else None,  # a typed \n is a newline
             "max_train_samples": max_train_samples,
             "max_eval_samples": max_eval_samples,
             "validation_fraction": validation_fraction,
