@@ -19,16 +19,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, gather_object
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from lsllama.config import RunConfig
+from lsllama.config import DataConfig, RunConfig
 from lsllama.data import batching
 from lsllama.data.batching import collate_items, shard, train_batches
-from lsllama.data.dataset import LabelSet, load_split, resolve_labels, split_file
-from lsllama.data.encoding import IGNORE, Item, encode_examples
+from lsllama.data.dataset import Example, LabelSet, load_split, resolve_labels, split_file
+from lsllama.data.encoding import IGNORE, Item, encode_examples, sequence_layout
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.heap import release_free_heap_pages
@@ -42,6 +42,7 @@ from lsllama.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     remove_stale_temporaries,
+    rng_state,
     save_checkpoint,
 )
 from lsllama.training.distributed import describe, gather_optimizer_state, gather_weights, make_accelerator, restore
@@ -78,16 +79,23 @@ def _n_targets(items: list[Item], task: str) -> int:
     return sum(sum(label != IGNORE for label in it.token_labels or []) for it in items)
 
 
-def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; no decay on biases and norms. A LoRA model has hundreds of small trainable tensors: the fused
-    kernel updates them all in one pass on CPU and CUDA (on CPU, `foreach` still loops over the tensors one op
-    at a time; `benchmarks/profile_step.py --optimizer` times both); `foreach` elsewhere."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
+def _optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, head_lr: float | None = None
+) -> torch.optim.Optimizer:
+    """AdamW; no decay on biases and norms. With `head_lr`, the head (`score`) learns at its own rate, in
+    groups of its own. A LoRA model has hundreds of small trainable tensors: the fused kernel updates them all
+    in one pass on CPU and CUDA (on CPU, `foreach` still loops over the tensors one op at a time;
+    `benchmarks/profile_step.py --optimizer` times both); `foreach` elsewhere."""
+    head = {id(p) for p in model.score.parameters()} if head_lr is not None else set()
+    groups = []
+    for in_head, group_lr in ((False, lr), (True, head_lr)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == in_head]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.dim() >= 2) == decay]
+            if chosen or not in_head:
+                groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr": group_lr})
+    trainable = [p for group in groups for p in group["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in trainable)
     return torch.optim.AdamW(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
 
 
@@ -125,7 +133,8 @@ def fit(
         _check_same_run(run, cfg)
         if run.finished:
             return run.results(), None
-    train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
+    train_items, too_long = encode_examples(train_examples, task, tokenizer, cfg.data)
+    truncation = truncation_summary(train_examples, train_items, too_long, task, tokenizer, cfg.data)
     val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
     if cfg.train.compile:
         require_inductor(device)
@@ -137,17 +146,15 @@ def fit(
 
     lengths = [it.n_tokens for it in train_items]
     plan = lambda epoch: train_batches(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.train.max_tokens)  # noqa: E731
-    total_steps = max(1, math.ceil(cfg.train.epochs * len(plan(0))))
-    optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
+    total_steps = planned_steps(plan, cfg.train.epochs, cfg.train.min_steps)
+    optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay, cfg.train.head_learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
     saved = model.saved_names()
     checkpoints = list_checkpoints(run) if resume is not False else []
     resume_from = load_checkpoint(checkpoints[-1], saved) if checkpoints else None
-    steps_left = total_steps - resume_from.state.global_step if resume_from else total_steps
-    if resume_from and resume_from.state.stopped_early:
-        steps_left = 0  # only the final evaluation is left
-    compiled = worth_compiling(cfg, model, steps_left, device, world)
+    # Decided from the whole run, so that a resumed run computes as the run it continues.
+    compiled = worth_compiling(cfg, model, total_steps, device, world)
     if compiled:
         compile_decoder_layers(model)
     state = resume_from.state if resume_from else TrainerState()
@@ -155,6 +162,7 @@ def fit(
         if main:  # the log continues from the checkpoint: events after it will be written again
             _truncate_log(run, state.global_step)
             remove_stale_temporaries(run)
+            resume_from.restore_best_weights(run.file(WEIGHTS))
     elif main:
         _start_run_folder(run, cfg, labels, tokenizer)
     accelerator.wait_for_everyone()
@@ -167,7 +175,7 @@ def fit(
         except (KeyError, ValueError, RuntimeError) as exc:
             raise RunError(f"{checkpoints[-1]}: cannot resume from this checkpoint ({exc})") from None
         scheduler.load_state_dict(resume_from.scheduler)
-        resume_from.restore_rng()
+        resume_from.restore_rng(rank)
         del resume_from
 
     writer = None
@@ -180,12 +188,13 @@ def fit(
         total=total_steps, initial=state.global_step, desc="train", disable=not (progress and main), dynamic_ncols=True
     )
     if compiled and cfg.train.compile is None:
-        bar.write(f"{steps_left} steps to run: compiling the decoder layers first (--no-compile to run eagerly)")
-    tokens_seen, samples_seen, step_seconds, last_eval_step = 0, 0, 0.0, -1
+        bar.write(f"{total_steps} steps: compiling the decoder layers first (--no-compile to run eagerly)")
+    if truncation["examples"] and main and not state.global_step:
+        bar.write(describe_truncation(truncation, cfg.data.long_text))
+    tokens_seen, samples_seen, step_seconds = 0, 0, 0.0
 
     def evaluate_and_keep_best() -> dict[str, Any]:
-        nonlocal last_eval_step
-        last_eval_step = state.global_step
+        state.last_eval_step = state.global_step
         # Training's freed activations stay in the heap; evaluation (and the metric libraries it imports)
         # would add to them. Handed back, they are faulted in again by the next steps, cheaply.
         release_free_heap_pages()
@@ -227,8 +236,19 @@ def fit(
         if not resumable:
             return
         weights, optimizer_state = gather_weights(unwrapped, saved), gather_optimizer_state(unwrapped, optimizer)
+        rngs = gather_object([rng_state()]) if world > 1 else [rng_state()]
+        state.gradient_accumulation = accumulation
         if main:
-            save_checkpoint(run, state, weights, optimizer_state, scheduler.state_dict(), cfg.train.keep_checkpoints)
+            save_checkpoint(
+                run,
+                state,
+                weights,
+                optimizer_state,
+                scheduler.state_dict(),
+                cfg.train.keep_checkpoints,
+                rngs,
+                run.file(WEIGHTS),
+            )
         accelerator.wait_for_everyone()
 
     def forward_backward(batch: list[int], accumulation: int) -> tuple[float, int]:
@@ -246,8 +266,7 @@ def fit(
                 raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {len(items)} > {oom_above}")
             enc = collate_items(items, pad_id, with_token_labels=task == "token", multiple=batching.PAD_MULTIPLE)
             groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
-            sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
-            with sync:
+            with _micro_batch(accelerator, model, last=k == len(micro_batches) - 1):
                 logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), groups)
                 token_labels = enc["token_labels"].to(device) if task == "token" else None
                 loss = weight * _loss(logits, items, task, token_labels, problem, scaling) * world / n_targets
@@ -256,7 +275,7 @@ def fit(
             tokens += int(enc["attention_mask"].sum()) if local else 0
         return accelerator.reduce(step_loss, "sum").item(), tokens
 
-    accumulation = cfg.train.gradient_accumulation
+    accumulation = state.gradient_accumulation or cfg.train.gradient_accumulation
     # CPU tests take the out-of-memory path: LSLLAMA_SIMULATE_OOM_ABOVE=N fails any larger micro-batch.
     oom_above = int(os.environ["LSLLAMA_SIMULATE_OOM_ABOVE"]) if "LSLLAMA_SIMULATE_OOM_ABOVE" in os.environ else None
     model.train()
@@ -315,7 +334,7 @@ def fit(
                 break  # a new epoch needs its own batch plan
     bar.close()
 
-    if val_examples and last_eval_step != state.global_step and not state.stopped_early:
+    if val_examples and state.last_eval_step != state.global_step and not state.stopped_early:
         evaluate_and_keep_best()
         checkpoint()
     if not val_examples:
@@ -328,6 +347,7 @@ def fit(
         "metric_for_best": metric,
         "validation": None,
         "train_examples": len(train_examples),
+        "truncated": truncation,
         "throughput": {  # this invocation's optimizer steps only (no loading, evaluation or checkpoints)
             "seconds": step_seconds,
             "samples": samples_seen,
@@ -355,6 +375,65 @@ def fit(
     # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone, and compiled layers would
     # compile again for inference: callers reload those (eager) from the run.
     return results, unwrapped if world == 1 and not compiled else None
+
+
+@contextlib.contextmanager
+def _micro_batch(accelerator, model: torch.nn.Module, last: bool):
+    """Gradients accumulate over a batch's micro-batches and are synchronised at its last one. DDP learns
+    it from `no_sync`; DeepSpeed's engine steps after every backward that accelerate calls with
+    `sync_gradients` set, so the flag is cleared for the others (as accelerate's `accumulate` does) and
+    set again afterwards, whatever happens, for the optimizer wrapper that also reads it."""
+    accelerator.gradient_state._set_sync_gradients(last)
+    try:
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def planned_steps(plan, epochs: float, min_steps: int = 0) -> int:
+    """Optimizer steps of the whole run: every epoch's own plan (with a token budget, epochs differ in
+    length), the last epoch in part for a fractional `epochs`; at least `min_steps` (more epochs then)."""
+    whole = math.floor(epochs)
+    total = sum(len(plan(epoch)) for epoch in range(whole))
+    if epochs > whole:
+        total += math.ceil((epochs - whole) * len(plan(whole)))
+    return max(1, total, min_steps)
+
+
+def truncation_summary(
+    examples: list[Example], items: list[Item], too_long: int, task: str, tokenizer, data_cfg: DataConfig
+) -> dict[str, Any]:
+    """How many training texts did not fit in `max_length` tokens (`too_long`, from `encode_examples`) and
+    how many tokens the cut dropped from them; none where long texts are read whole in overlapping windows
+    (the token task, and the sequence task's `long_text: windows`)."""
+    summary: dict[str, Any] = {"examples": too_long, "of": len(examples), "max_length": data_cfg.max_length}
+    if task == "token" or data_cfg.long_text == "windows":
+        return {**summary, "windows": True}
+    if not too_long:
+        return {**summary, "tokens_cut_mean": 0.0, "tokens_cut_max": 0}
+    layout = sequence_layout(tokenizer)
+    paired = examples[0].text_pair is not None
+    texts = [e.text or "" for e in examples] + ([e.text_pair or "" for e in examples] if paired else [])
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    n = len(examples)
+    full = [a + b for a, b in zip(lengths[:n], lengths[n:], strict=True)] if paired else lengths
+    affixes = layout.pair_prefix + layout.middle + layout.pair_suffix if paired else layout.prefix + layout.suffix
+    cut = [length - (len(item.input_ids) - len(affixes)) for length, item in zip(full, items, strict=True)]
+    cut = [c for c in cut if c > 0]
+    return {**summary, "tokens_cut_mean": round(sum(cut) / max(1, len(cut)), 1), "tokens_cut_max": max(cut, default=0)}
+
+
+def describe_truncation(summary: dict[str, Any], long_text: str) -> str:
+    """The one line a run says about texts longer than `max_length`."""
+    n, of, limit = summary["examples"], summary["of"], summary["max_length"]
+    head = f"{n} of {of} training texts are longer than --max-length {limit}"
+    if summary.get("windows"):
+        return f"{head}: read in overlapping windows"
+    return (
+        f"{head} and were cut (--long-text {long_text}): {summary['tokens_cut_mean']:.1f} tokens cut on average, "
+        f"{summary['tokens_cut_max']} at most (--long-text windows reads them whole)"
+    )
 
 
 def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
