@@ -185,3 +185,30 @@ def test_resuming_puts_back_the_best_weights_of_the_checkpoint(toy_data, tmp_pat
     loop.train(cfg, out, progress=False)
     assert (out / "model.safetensors").read_bytes() == best
     assert len(events(out, "eval")) == 2  # the checkpoint's evaluation is not run (and logged) again
+
+
+def test_a_finished_run_says_so_and_keeps_no_checkpoints(toy_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from lsllama.cli import app
+
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--model",
+        "tiny-random",
+        "--precision",
+        "fp32",
+        "--quiet",
+        "--data",
+        str(toy_data),
+        "-o",
+        str(out),
+    ]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "finished" in again.stderr and "--no-resume" in again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == json.loads(first.stdout.strip().splitlines()[-1])

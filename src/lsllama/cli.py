@@ -45,7 +45,10 @@ def handle_errors(command: Callable) -> Callable:
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+    from lsllama.heap import tune_process_heap
+
     DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
+    tune_process_heap()  # the process's allocator is the application's to tune, not the library's
     if not DEBUG["on"]:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -105,6 +108,9 @@ def train(
     metric_for_best: Annotated[str | None, Opt()] = None,
     early_stopping_patience: Annotated[int | None, Opt()] = None,
     checkpoint_every: Annotated[int | None, Opt()] = None,
+    keep_checkpoints: Annotated[
+        bool, Opt("--keep-checkpoints", help="Keep the resumable checkpoints once the run is finished.")
+    ] = False,
     resume: Annotated[bool | None, Opt("--resume/--no-resume", help="Default: resume if a checkpoint exists.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off unless asked).")] = False,
     load_in_4bit: Annotated[bool, Opt(help="QLoRA: NF4 frozen weights (CUDA + bitsandbytes).")] = False,
@@ -122,6 +128,7 @@ def train(
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
     from lsllama.config import build_config
     from lsllama.data.dataset import infer_task
+    from lsllama.run import RunFolder
     from lsllama.training.loop import train as run_training
 
     targets = None
@@ -172,6 +179,7 @@ def train(
             "metric_for_best": metric_for_best,
             "early_stopping_patience": early_stopping_patience,
             "checkpoint_every": checkpoint_every,
+            "keep_checkpoints_after": keep_checkpoints or None,
             "compile": compile,
         },
     }
@@ -180,7 +188,14 @@ def train(
         cfg = build_config(task=infer_task(cfg.data), preset=preset, config_file=config, overrides=overrides)
     if cfg.data.data is None and cfg.data.train_file is None:
         raise UsageError("--data (or --train-file) is required")
+    finished_before = resume is not False and RunFolder(output).finished
     results = run_training(cfg, output, resume=resume, progress=not quiet)
+    if finished_before:
+        typer.echo(
+            f"{output} holds this run, finished: its results are printed below, nothing was trained. "
+            "To train again, pass --no-resume (replaces it) or another --output.",
+            err=True,
+        )
     typer.echo(json.dumps(results.get("validation") or results))
 
 

@@ -213,8 +213,12 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_yaml(self) -> str:
+        """config.yaml's text: every section in field order."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.to_yaml())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
