@@ -30,7 +30,9 @@ def finished_run(tmp_path_factory) -> tuple[Path, Path]:
     write_jsonl(toy / "train.jsonl", toy_rows(24, 1))
     write_jsonl(toy / "validation.jsonl", toy_rows(8, 2))
     run = root / "run"
-    result = runner.invoke(app, ["train", "--model", "tiny-random", "--quiet", "--data", str(toy), "-o", str(run)])
+    result = runner.invoke(
+        app, ["train", "--model", "tiny-random", "--quiet", "--keep-checkpoints", "--data", str(toy), "-o", str(run)]
+    )
     assert result.exit_code == 0, result.output
     return run, toy
 

@@ -1,5 +1,6 @@
 """Two processes (torchrun, gloo on CPU) train to the same model as one process with the same global batch;
-so does one process whose micro-batch is halved after an out-of-memory error (simulated on CPU)."""
+so does one process whose micro-batch is halved after an out-of-memory error (simulated on CPU by a
+micro-batch runner that fails)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ ARGS = [
     "0",
     "--checkpoint-every",
     "3",
+    "--keep-checkpoints",
     "--quiet",
 ]
 
@@ -131,18 +133,59 @@ def test_fsdp_resumes_after_a_crash_mid_checkpoint(data, single, tmp_path):
     assert_same_model(single, out)
 
 
-def test_out_of_memory_halves_the_micro_batch_and_keeps_the_global_batch(data, single, tmp_path):
+def out_of_memory_above(limit: int):
+    """A micro-batch runner that fails like CUDA does for micro-batches of more than `limit` examples."""
+    from lsllama.training import loop
+
+    real = loop.run_micro_batch
+
+    def run(trainer, items, weight, n_targets):
+        if len(items) > limit:
+            raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {len(items)} > {limit}")
+        return real(trainer, items, weight, n_targets)
+
+    return run
+
+
+def in_process_config(data: Path):
+    """The CLI runs' settings (ARGS), for runs in this process."""
+    from lsllama import build_config
+
+    return build_config(
+        task="sequence",
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32", "lora_dropout": 0.0},
+            "data": {"data": str(data)},
+            "train": {
+                "epochs": 2,
+                "batch_size": 8,
+                "learning_rate": 3e-3,
+                "checkpoint_every": 3,
+                "keep_checkpoints_after": True,
+            },
+        },
+    )
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_global_batch(data, single, tmp_path, monkeypatch, capsys):
+    from lsllama.training import loop
+
     out = tmp_path / "run"
-    proc = train(data, out, 1, env={"LSLLAMA_SIMULATE_OOM_ABOVE": "2"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    said = proc.stdout + proc.stderr
+    monkeypatch.setattr(loop, "run_micro_batch", out_of_memory_above(2))
+    loop.train(in_process_config(data), out, progress=False)
+    said = capsys.readouterr().out
     assert "micro-batch 8 -> 4" in said and "micro-batch 4 -> 2" in said, said[-2000:]
     assert_same_model(single, out)  # same global batch of 8, now in 4 micro-batches of 2
+    last = sorted((out / "checkpoints").iterdir())[-1]  # a resumed run goes on with 4, not 1 and 2 more errors
+    assert json.loads((last / "trainer_state.json").read_text())["gradient_accumulation"] == 4
 
 
-def test_out_of_memory_at_micro_batch_one_stops_with_a_clear_error(data, tmp_path):
+def test_out_of_memory_at_micro_batch_one_stops_with_a_clear_error(data, tmp_path, monkeypatch):
+    from lsllama.errors import TrainingError
+    from lsllama.training import loop
+
     out = tmp_path / "run"
-    proc = train(data, out, 1, env={"LSLLAMA_SIMULATE_OOM_ABOVE": "0"})
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: CUDA out of memory with a micro-batch of 1")
+    monkeypatch.setattr(loop, "run_micro_batch", out_of_memory_above(0))
+    with pytest.raises(TrainingError, match=r"^CUDA out of memory with a micro-batch of 1"):
+        loop.train(in_process_config(data), out, progress=False)
     assert not (out / "results.json").exists()

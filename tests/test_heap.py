@@ -12,13 +12,14 @@ import pytest
 # In a fresh process: in a long-lived one the heap's earlier holes decide where blocks land.
 SCRIPT = """
 import json, os, torch
-from lsllama.heap import release_free_heap_pages, return_freed_tensors_to_the_system
+from lsllama.heap import release_free_heap_pages, tune_process_heap
 
 def rss_mb():
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-assert return_freed_tensors_to_the_system()
+assert not release_free_heap_pages()  # a library alone leaves the heap as it is
+assert tune_process_heap()
 blocks, pins = [], []
 for _ in range(400):  # 400 KB blocks (heap, below the mmap threshold), each followed by a live 8 KB pin
     blocks.append(torch.ones(100_000))
@@ -50,3 +51,28 @@ def test_training_and_prediction_imports_leave_the_metric_libraries_out():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_building_a_model_leaves_the_process_allocator_alone_and_the_cli_tunes_it():
+    """A notebook or server that loads a model keeps its allocator: only the CLI (an application) tunes it."""
+    script = (
+        "import torch, lsllama.heap as heap\n"
+        "asked = []\n"
+        "real = heap._libc_function\n"
+        "heap._libc_function = lambda name: asked.append(name) or real(name)\n"
+        "from lsllama.config import ModelConfig\n"
+        "from lsllama.modeling.loading import load_tokenizer\n"
+        "from lsllama.modeling.model import build_model\n"
+        "tokenizer = load_tokenizer('tiny-random')\n"
+        "build_model(ModelConfig(name='tiny-random'), 'sequence', 2, tokenizer, torch.device('cpu'))\n"
+        "print(asked)\n"
+        "from typer.testing import CliRunner\n"
+        "from lsllama.cli import app\n"
+        "CliRunner().invoke(app, ['train', '--help'])\n"
+        "print(asked)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    library, cli = proc.stdout.strip().splitlines()[-2:]
+    assert library == "[]"
+    assert cli == "['mallopt']"

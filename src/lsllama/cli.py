@@ -173,7 +173,10 @@ def main(
         bool, Opt("--version", callback=show_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    from lsllama.heap import tune_process_heap
+
     DEBUG["on"] = debug or bool(os.environ.get("LSLLAMA_DEBUG"))
+    tune_process_heap()  # the process's allocator is the application's to tune, not the library's
 
 
 @app.command(
@@ -235,6 +238,10 @@ def train(
     batch_size: Annotated[
         int | None, Opt(help=f"Examples per optimizer step, global (default {T.batch_size}).")
     ] = None,
+    min_steps: Annotated[
+        int | None, Opt(help=f"At least this many optimizer steps: more epochs for small data (default {T.min_steps}).")
+    ] = None,
+    head_lr: Annotated[float | None, Opt("--head-lr", help="The head's learning rate (default: --lr).")] = None,
     max_tokens: Annotated[int | None, Opt(help="Build batches to this padded-token budget instead.")] = None,
     gradient_accumulation: Annotated[
         int | None, Opt(help=f"Split each batch into this many passes (default {T.gradient_accumulation}).")
@@ -297,6 +304,9 @@ def train(
     checkpoint_every: Annotated[
         int | None, Opt(help="Checkpoint every N optimizer steps (default: at evaluations).")
     ] = None,
+    keep_checkpoints: Annotated[
+        bool, Opt("--keep-checkpoints", help="Keep the resumable checkpoints once the run is finished.")
+    ] = False,
     resume: Annotated[bool | None, Opt("--resume/--no-resume", help="Default: resume if a checkpoint exists.")] = None,
     trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off unless asked).")] = False,
     load_in_4bit: Annotated[bool, Opt(help="QLoRA: NF4 frozen weights (CUDA + bitsandbytes).")] = False,
@@ -321,6 +331,7 @@ def train(
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
     from lsllama.config import build_config
     from lsllama.data.dataset import infer_task
+    from lsllama.run import RunFolder
     from lsllama.training.loop import train as run_training
 
     targets = None
@@ -364,7 +375,9 @@ def train(
         },
         "train": {
             "epochs": epochs,
+            "min_steps": min_steps,
             "learning_rate": learning_rate,
+            "head_learning_rate": head_lr,
             "batch_size": batch_size,
             "max_tokens": max_tokens,
             "gradient_accumulation": gradient_accumulation,
@@ -373,6 +386,7 @@ def train(
             "metric_for_best": value(metric_for_best),
             "early_stopping_patience": early_stopping_patience,
             "checkpoint_every": checkpoint_every,
+            "keep_checkpoints_after": keep_checkpoints or None,
             "compile": compile,
         },
     }
@@ -382,7 +396,14 @@ def train(
         cfg = build_config(task=infer_task(cfg.data), preset=preset, config_file=config, overrides=overrides)
     if cfg.data.data is None and cfg.data.train_file is None:
         raise UsageError("--data (or --train-file) is required")
+    finished_before = resume is not False and RunFolder(output).finished
     results = run_training(cfg, output, resume=resume, progress=not quiet)
+    if finished_before:
+        typer.echo(
+            f"{output} holds this run, finished: its results are printed below, nothing was trained. "
+            "To train again, pass --no-resume (replaces it) or another --output.",
+            err=True,
+        )
     typer.echo(json.dumps(results.get("validation") or results))
 
 

@@ -124,7 +124,12 @@ class TrainConfig:
     """The optimisation recipe. Defaults are the ones measured best on the default model."""
 
     epochs: float = 1.0
+    min_steps: int = 0
+    """At least this many optimizer steps: a small training set is read for more epochs (each shuffled
+    anew, evaluated at its end) until the run has made them. 0: `epochs` alone decides."""
     learning_rate: float = 5e-4
+    head_learning_rate: float | None = None
+    """The head's (`score`) learning rate, apart from the adapters'. None: `learning_rate`."""
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     batch_size: int = 16
@@ -146,6 +151,9 @@ class TrainConfig:
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N optimizer steps (0: only at evaluations)."""
     keep_checkpoints: int = 2
+    """How many resumable checkpoints a run keeps while it trains."""
+    keep_checkpoints_after: bool = False
+    """Keep them once the run is finished too (default: removed once the best weights are written)."""
     tensorboard: bool = True
     compile: bool | None = None
     """torch.compile each decoder layer for training (lsllama/modeling/compilation.py): compilation
@@ -226,6 +234,10 @@ class RunConfig:
         ):
             if value is None or value <= 0:
                 raise UsageError(f"{name} must be positive, got {value}")
+        if cfg.train.min_steps is None or cfg.train.min_steps < 0:
+            raise UsageError(f"--min-steps must be >= 0, got {cfg.train.min_steps}")
+        if cfg.train.head_learning_rate is not None and cfg.train.head_learning_rate <= 0:
+            raise UsageError(f"--head-lr must be positive, got {cfg.train.head_learning_rate}")
         if cfg.data.max_length < 8:
             raise UsageError(f"--max-length must be at least 8, got {cfg.data.max_length}")
         return cfg
@@ -233,8 +245,12 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_yaml(self) -> str:
+        """config.yaml's text: every section in field order."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        path.write_text(self.to_yaml())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:

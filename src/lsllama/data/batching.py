@@ -14,16 +14,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from lsllama.tuning import PAD_MULTIPLE
+
 if TYPE_CHECKING:
     from lsllama.data.encoding import Item
 
-PAD_MULTIPLE = 8
-"""Round a training batch's width up to a multiple of this. It computes a few more padded tokens, but bounds
-the number of distinct activation sizes: glibc's heap then reuses freed blocks instead of growing
-(`lsllama.heap`). Together with training's CPU micro-batches (`CPU_MICRO_BATCH_TOKENS`) it is what
-brought lsllama's peak RSS level with the official recipe's (`benchmarks/speed.py` reports both;
-`benchmarks/profile_step.py --sweep` times exact widths against it). Inference batches, which keep no
-activations, are padded to their exact width: rounding only slowed them."""
 POOL_BATCHES = 64  # sort within pools of this many batches: grouped lengths, still a random order
 
 

@@ -13,11 +13,7 @@ from tqdm.auto import tqdm
 
 from lsllama.data.batching import collate_items, eval_batches
 from lsllama.data.encoding import Item
-
-CPU_BATCH_TOKENS = 512
-"""On CPU an inference batch also stops at this many padded tokens: there a batch whose activations stay
-in the cores' caches computes more tokens per second than a large one (`benchmarks/profile_step.py
---sweep` times both). Accelerators want large batches and keep the row limit alone."""
+from lsllama.tuning import CPU_BATCH_TOKENS
 
 
 @torch.no_grad()

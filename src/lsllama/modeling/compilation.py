@@ -24,15 +24,10 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from lsllama.errors import UsageError
+from lsllama.tuning import COMPILE_AFTER_STEPS
 
 if TYPE_CHECKING:
     from lsllama.config import RunConfig
-
-COMPILE_AFTER_STEPS = 1000
-"""Optimizer steps from which a single-process CPU run compiles by default. A run of this many steps of
-the default model on SST-2 ran faster compiled than eager, compilation from an empty cache included
-(benchmarks/results/compile_payoff.md); the savings grow with every further step, while shorter runs
-pay compilation back less surely (the 600-row speed benchmark does not)."""
 
 
 def require_inductor(device: torch.device) -> None:

@@ -25,19 +25,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lsllama.config import ModelConfig
 from lsllama.errors import RunError, UsageError
-from lsllama.heap import release_free_heap_pages, return_freed_tensors_to_the_system
+from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.loading import load_backbone, model_source
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
 from lsllama.modeling.problems import DEFAULT_THRESHOLD, TargetScaling
-
-CPU_MATH_ATTENTION_MAX_LENGTH = 256
-"""On CPU, training batches up to this many tokens wide run PyTorch's math attention (batched matmuls
-and a softmax) instead of its flash kernel, whose backward is slow on short rows: a training step on
-SST-2 is markedly faster, at the same accuracy (`benchmarks/profile_step.py --sweep`,
-`benchmarks/ablation.py`). Wider batches keep the flash kernel, which never holds the (width x width)
-attention weights, and so does inference (no backward pass). sdpa only; accelerators are untouched."""
+from lsllama.tuning import CPU_MATH_ATTENTION_MAX_LENGTH
 
 
 def attention_kernels(input_ids: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -230,7 +224,6 @@ def build_model(
     """Backbone with masks set and LoRA injected, plus a fresh head; the same code builds for load
     (which then reads the weights and the problem's buffers, `scaling` included, from the run).
     `label_words` (training only): what the labels are called, for `head_init: label_names`."""
-    return_freed_tensors_to_the_system()
     dtype = resolve_dtype(cfg.precision, device)
     backbone = load_backbone(cfg.name, tokenizer, dtype, cfg.trust_remote_code, cfg.quantization)
     configure_attention(backbone, bool(cfg.bidirectional), cfg.unmask_from_layer)

@@ -2,8 +2,12 @@
 
 A checkpoint folder is assembled under a temporary name and renamed into place only when complete,
 so a kill at any moment leaves either the previous checkpoint or the new one. Weights are
-safetensors; optimizer, scheduler and RNG state are plain tensors and containers, read back with
-`torch.load(weights_only=True)`.
+safetensors; optimizer, scheduler and RNG state (one per process, so that dropout resumes exactly
+under several processes too) are plain tensors and containers, read back with
+`torch.load(weights_only=True)`. The run's best weights so far (`model.safetensors`, written at an
+evaluation just before the checkpoint) are linked into the checkpoint: a run resumed from it puts them
+back, so `model.safetensors` always matches the `best_step` it resumes with, whatever a killed run
+wrote after its last checkpoint.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from lsllama.run import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
 STATE = "trainer_state.json"
 WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
+BEST = "best.safetensors"
 
 
 @dataclass
@@ -38,6 +43,10 @@ class TrainerState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    last_eval_step: int | None = None
+    """The step of the last evaluation: a run resumed at it does not evaluate (and log) it again."""
+    gradient_accumulation: int | None = None
+    """Micro-batches per batch in use (None: the config's); doubled after each out-of-memory error."""
 
 
 def failpoint(name: str) -> None:
@@ -46,7 +55,8 @@ def failpoint(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """This process's random generators (each process draws its own dropout masks)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -66,12 +76,17 @@ def save_checkpoint(
     optimizer: dict[str, Any],
     scheduler: dict[str, Any],
     keep: int,
+    rng: list[dict[str, Any]],
+    best: Path | None = None,
 ) -> Path:
-    """Write a checkpoint of full tensors (gathered from every process, see `distributed`)."""
+    """Write a checkpoint of full tensors (gathered from every process, see `distributed`), every
+    process's RNG state (`rng`, in rank order) and the best weights file `best` if there is one."""
     target = run.file(CHECKPOINTS) / f"step-{state.global_step:08d}"
     tmp = atomic_folder(target)
     save_file(weights, str(tmp / WEIGHTS))
-    torch.save({"optimizer": optimizer, "scheduler": scheduler, "rng": _rng_state()}, tmp / OPTIMIZER)
+    torch.save({"optimizer": optimizer, "scheduler": scheduler, "rng": rng}, tmp / OPTIMIZER)
+    if best is not None and best.is_file():
+        _link_or_copy(best, tmp / BEST)
     failpoint(f"checkpoint-write-{state.global_step}")
     (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
     commit_folder(tmp, target)
@@ -96,16 +111,40 @@ def remove_stale_temporaries(run: RunFolder) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link costs no space (the weights file is replaced, never rewritten in place); a copy where
+    the file system has no links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 @dataclass
 class Checkpoint:
+    path: Path
     state: TrainerState
     weights: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
-    rng: dict[str, Any]
+    rng: list[dict[str, Any]] | dict[str, Any]
 
-    def restore_rng(self) -> None:
-        _set_rng_state(self.rng)
+    def restore_rng(self, rank: int) -> None:
+        """This process's generators as they were; a checkpoint of another process count (or of an older
+        lsllama, which kept rank 0's only) gives each process the state of rank `rank` modulo its count."""
+        _set_rng_state(self.rng[rank % len(self.rng)] if isinstance(self.rng, list) else self.rng)
+
+    def restore_best_weights(self, target: Path) -> None:
+        """Make `target` (the run's model.safetensors) the best weights this checkpoint knew, or remove it
+        if none was kept yet: what a killed run wrote after the checkpoint is not part of this run."""
+        best = self.path / BEST
+        if not best.is_file():
+            target.unlink(missing_ok=True)
+            return
+        tmp = target.with_name(f".{target.name}.restore")
+        tmp.unlink(missing_ok=True)
+        _link_or_copy(best, tmp)
+        tmp.replace(target)
 
 
 def load_checkpoint(path: Path, expected: set[str]) -> Checkpoint:
@@ -132,4 +171,4 @@ def load_checkpoint(path: Path, expected: set[str]) -> Checkpoint:
         )
     if not (isinstance(extra, dict) and {"optimizer", "scheduler", "rng"} <= set(extra)):
         raise RunError(f"{path / OPTIMIZER}: not an lsllama checkpoint (optimizer, scheduler and rng state expected)")
-    return Checkpoint(loaded[STATE], weights, extra["optimizer"], extra["scheduler"], extra["rng"])
+    return Checkpoint(path, loaded[STATE], weights, extra["optimizer"], extra["scheduler"], extra["rng"])

@@ -10,52 +10,55 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
-from accelerate.utils import DistributedType
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, gather_object
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from lsllama.config import RunConfig
+from lsllama.config import DataConfig, RunConfig
 from lsllama.data import batching
 from lsllama.data.batching import collate_items, shard, train_batches
-from lsllama.data.dataset import VALIDATION_ROWS, LabelSet, resolve_labels, training_data
-from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words
+from lsllama.data.dataset import VALIDATION_ROWS, Example, LabelSet, TrainingData, resolve_labels, training_data
+from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words, sequence_layout
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
+from lsllama.evaluation.report import read_events
 from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.compilation import compile_decoder_layers, eagerly, require_inductor, worth_compiling
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
-from lsllama.run import CONFIG, LABELS, LOG, RESULTS, TOKENIZER, WEIGHTS, RunFolder, atomic_write_text
+from lsllama.run import CHECKPOINTS, CONFIG, LABELS, LOG, RESULTS, TOKENIZER, WEIGHTS, RunFolder, atomic_write_text
 from lsllama.training.checkpoint import (
+    Checkpoint,
     TrainerState,
     list_checkpoints,
     load_checkpoint,
     remove_stale_temporaries,
+    rng_state,
     save_checkpoint,
 )
 from lsllama.training.distributed import describe, gather_optimizer_state, gather_weights, make_accelerator, restore
-
-CPU_MICRO_BATCH_TOKENS = 384
-"""On CPU, a training batch of more padded tokens than this (per process) runs as several
-micro-batches, with the same gradients (the loss is always divided by the whole batch's targets).
-The activations of the widest batches, and the heap blocks of many sizes they leave behind, set a
-run's peak RSS; capping them (with `PAD_MULTIPLE` 8) is what first brought lsllama's level with the
-official recipe's (`benchmarks/speed.py`), while batches of typical sentences (16 x 24 tokens) still run
-whole. On GPUs a batch is split only on out-of-memory (`_halve_micro_batch`)."""
+from lsllama.tuning import CPU_MICRO_BATCH_TOKENS
 
 # Settings that may differ between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = {"tensorboard", "keep_checkpoints", "eval_batch_size", "trust_remote_code", "compile"}
+RESUMABLE_CHANGES = {
+    "tensorboard",
+    "keep_checkpoints",
+    "keep_checkpoints_after",
+    "eval_batch_size",
+    "trust_remote_code",
+    "compile",
+}
 
 
 def _loss(
@@ -78,16 +81,23 @@ def _n_targets(items: list[Item], task: str) -> int:
     return sum(sum(label != IGNORE for label in it.token_labels or []) for it in items)
 
 
-def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW; no decay on biases and norms. A LoRA model has hundreds of small trainable tensors: the fused
-    kernel updates them all in one pass on CPU and CUDA (on CPU, `foreach` still loops over the tensors one op
-    at a time; `benchmarks/profile_step.py --optimizer` times both); `foreach` elsewhere."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in decay + no_decay)
+def _optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, head_lr: float | None = None
+) -> torch.optim.Optimizer:
+    """AdamW; no decay on biases and norms. With `head_lr`, the head (`score`) learns at its own rate, in
+    groups of its own. A LoRA model has hundreds of small trainable tensors: the fused kernel updates them all
+    in one pass on CPU and CUDA (on CPU, `foreach` still loops over the tensors one op at a time;
+    `benchmarks/profile_step.py --optimizer` times both); `foreach` elsewhere."""
+    head = {id(p) for p in model.score.parameters()} if head_lr is not None else set()
+    groups = []
+    for in_head, group_lr in ((False, lr), (True, head_lr)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == in_head]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.dim() >= 2) == decay]
+            if chosen or not in_head:
+                groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr": group_lr})
+    trainable = [p for group in groups for p in group["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in trainable)
     return torch.optim.AdamW(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
 
 
@@ -104,16 +114,50 @@ def fit(
     in several processes or compiled its layers), so that a caller can predict without loading the backbone
     a second time."""
     cfg = cfg.resolved()
-    task, run = cfg.task, RunFolder(Path(output))
+    run = RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
         raise UsageError(f"--output {run.path}: exists and is not a folder")
     if resume and not list_checkpoints(run):
         raise UsageError(f"--resume: {run.path} has no checkpoint to resume from")
     accelerator = make_accelerator()
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
+    inputs = prepare_inputs(cfg, run, resume)
+    if inputs is None:  # finished before, with these settings
+        return run.results(), None
+    trainer = Trainer.start(cfg, run, inputs, accelerator, resume, progress)
+    trainer.run_steps()
+    results = trainer.finish()
+    return results, trainer.model_for_inference()
 
-    # Everything that can fail on the user's input happens before the run folder is touched.
+
+@dataclass
+class Inputs:
+    """A run's data, read and tokenized before anything is written: bad input fails with nothing half-done."""
+
+    tokenizer: PreTrainedTokenizerBase
+    labels: LabelSet
+    data: TrainingData
+    """The training and validation examples, and which training rows were held out for validation."""
+    train_items: list[Item]
+    val_items: list[Item]
+    truncation: dict[str, Any]
+    scaling: TargetScaling | None
+
+    @property
+    def train_examples(self) -> list[Example]:
+        return self.data.train
+
+    @property
+    def val_examples(self) -> list[Example]:
+        return self.data.validation
+
+    @property
+    def lengths(self) -> list[int]:
+        return [it.n_tokens for it in self.train_items]
+
+
+def prepare_inputs(cfg: RunConfig, run: RunFolder, resume: bool | None) -> Inputs | None:
+    """Tokenizer, labels and encoded examples; None if `run` already holds this run, finished."""
+    task = cfg.task
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.trust_remote_code)
     check_max_length(cfg.model.name, cfg.data.max_length, cfg.model.trust_remote_code)
     labels = resolve_labels(cfg.data, task)
@@ -123,239 +167,479 @@ def fit(
     if resume is not False and run.file(CONFIG).is_file():
         _check_same_run(run, cfg)
         if run.finished:
-            return run.results(), None
-    train_items, _ = encode_examples(train_examples, task, tokenizer, cfg.data)
+            return None
+    train_items, too_long = encode_examples(train_examples, task, tokenizer, cfg.data)
     val_items, _ = encode_examples(val_examples, task, tokenizer, cfg.data)
-    if cfg.train.compile:
-        require_inductor(device)
-    torch.manual_seed(cfg.train.seed)
-    problem = cfg.data.problem
-    scaling = target_scaling(train_examples) if problem == "regression" else None
-    words = label_words(cfg.data)
-    model = build_model(cfg.model, task, len(labels), tokenizer, device, problem, scaling, words)
-    pad_id = tokenizer.pad_token_id
+    truncation = truncation_summary(train_examples, train_items, too_long, task, tokenizer, cfg.data)
+    scaling = target_scaling(train_examples) if cfg.data.problem == "regression" else None
+    return Inputs(tokenizer, labels, data, train_items, val_items, truncation, scaling)
 
-    lengths = [it.n_tokens for it in train_items]
-    plan = lambda epoch: train_batches(lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.train.max_tokens)  # noqa: E731
-    total_steps = max(1, math.ceil(cfg.train.epochs * len(plan(0))))
-    optimizer = _optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
-    saved = model.saved_names()
-    checkpoints = list_checkpoints(run) if resume is not False else []
-    resume_from = load_checkpoint(checkpoints[-1], saved) if checkpoints else None
-    steps_left = total_steps - resume_from.state.global_step if resume_from else total_steps
-    if resume_from and resume_from.state.stopped_early:
-        steps_left = 0  # only the final evaluation is left
-    compiled = worth_compiling(cfg, model, steps_left, device, world)
-    if compiled:
-        compile_decoder_layers(model)
-    state = resume_from.state if resume_from else TrainerState()
-    if resume_from:
-        if main:  # the log continues from the checkpoint: events after it will be written again
-            _truncate_log(run, state.global_step)
-            remove_stale_temporaries(run)
-    elif main:
-        _start_run_folder(run, cfg, labels, tokenizer)
-        data.write_held_out(run.file(VALIDATION_ROWS))
-    accelerator.wait_for_everyone()
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped: LabelSupervisedModel = accelerator.unwrap_model(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]  # clipping skips the frozen backbone's
-    if resume_from:  # into the prepared model: under FSDP each process keeps its shard of the full tensors
+@dataclass
+class Throughput:
+    """This invocation's optimizer steps only (no loading, evaluation or checkpoints)."""
+
+    seconds: float = 0.0
+    samples: int = 0
+    tokens: int = 0
+    """Real (unpadded) tokens this process trained on."""
+
+
+@dataclass
+class Trainer:
+    """What the steps of one run share: the model (prepared for its processes), optimizer, schedule, where
+    training is (`state`), and the run folder, progress bar and TensorBoard writer it reports to."""
+
+    cfg: RunConfig
+    run: RunFolder
+    inputs: Inputs
+    accelerator: Accelerator
+    model: torch.nn.Module
+    """Prepared by accelerate (DDP, FSDP or DeepSpeed wrapper; the model itself in one process)."""
+    unwrapped: LabelSupervisedModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    state: TrainerState
+    saved: set[str]
+    """Names of the tensors a run keeps (trainable weights, decision buffers)."""
+    total_steps: int
+    compiled: bool
+    accumulation: int
+    """Micro-batches per batch at least (more on CPU for wide batches); doubled after out-of-memory."""
+    bar: tqdm
+    writer: Any = None
+    throughput: Throughput = field(default_factory=Throughput)
+
+    @classmethod
+    def start(
+        cls,
+        cfg: RunConfig,
+        run: RunFolder,
+        inputs: Inputs,
+        accelerator: Accelerator,
+        resume: bool | None,
+        progress: bool,
+    ) -> Trainer:
+        """Build the model, optimizer and schedule, resume from the last checkpoint or start the run folder."""
+        device, world = accelerator.device, accelerator.num_processes
+        if cfg.train.compile:
+            require_inductor(device)
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(
+            cfg.model,
+            cfg.task,
+            len(inputs.labels),
+            inputs.tokenizer,
+            device,
+            cfg.data.problem,
+            inputs.scaling,
+            label_words(cfg.data),
+        )
+        total_steps = planned_steps(lambda epoch: _plan(cfg, inputs, epoch), cfg.train.epochs, cfg.train.min_steps)
+        train = cfg.train
+        optimizer = _optimizer(model, train.learning_rate, train.weight_decay, train.head_learning_rate)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total_steps), total_steps)
+        saved = model.saved_names()
+        checkpoints = list_checkpoints(run) if resume is not False else []
+        checkpoint = load_checkpoint(checkpoints[-1], saved) if checkpoints else None
+        # Decided from the whole run, so that a resumed run computes as the run it continues.
+        compiled = worth_compiling(cfg, model, total_steps, device, world)
+        if compiled:
+            compile_decoder_layers(model)
+        state = checkpoint.state if checkpoint else TrainerState()
+        if accelerator.is_main_process:
+            _open_run_folder(run, cfg, inputs, checkpoint)
+        accelerator.wait_for_everyone()
+        model, optimizer = accelerator.prepare(model, optimizer)
+        unwrapped = accelerator.unwrap_model(model)
+        if checkpoint:
+            _restore(checkpoint, unwrapped, optimizer, scheduler, accelerator.process_index)
+        show = progress and accelerator.is_main_process
+        bar = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not show, dynamic_ncols=True)
+        accumulation = state.gradient_accumulation or train.gradient_accumulation
+        trainer = cls(
+            cfg,
+            run,
+            inputs,
+            accelerator,
+            model,
+            unwrapped,
+            optimizer,
+            scheduler,
+            state,
+            saved,
+            total_steps,
+            compiled,
+            accumulation,
+            bar,
+            _tensorboard(run, cfg) if accelerator.is_main_process else None,
+        )
+        trainer.announce()
+        return trainer
+
+    # ---- what the steps read ----
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def resumable(self) -> bool:
+        """DeepSpeed keeps optimizer state in its own partitions, which no checkpoint here gathers."""
+        return self.accelerator.distributed_type != DistributedType.DEEPSPEED
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        return _plan(self.cfg, self.inputs, epoch)
+
+    def announce(self) -> None:
+        """What a user should know before the first step."""
+        if not self.main:
+            return
+        if self.compiled and self.cfg.train.compile is None:
+            self.bar.write(
+                f"{self.total_steps} steps: compiling the decoder layers first (--no-compile to run eagerly)"
+            )
+        if self.inputs.truncation["examples"] and not self.state.global_step:
+            self.bar.write(describe_truncation(self.inputs.truncation, self.cfg.data.long_text))
+        if not self.resumable:
+            self.bar.write("note: under DeepSpeed no checkpoints for resuming are written (the best weights still are)")
+
+    # ---- the loop ----
+    def run_steps(self) -> None:
+        """Optimizer steps over each epoch's batch plan until the run's total; validation at each epoch's end
+        (or every `eval_every` steps), checkpoints after it, early stopping when patience runs out."""
+        state, train, validation = self.state, self.cfg.train, bool(self.inputs.val_examples)
+        self.model.train()
+        while state.global_step < self.total_steps and not state.stopped_early:
+            batches = self.plan(state.epoch)
+            while state.batch_in_epoch < len(batches) and state.global_step < self.total_steps:
+                loss = self.train_step(batches[state.batch_in_epoch])
+                if loss is None:
+                    continue  # out of memory: the same batch again, in smaller micro-batches
+                state.global_step += 1
+                state.batch_in_epoch += 1
+                self.log_step(loss)
+                end_of_epoch = state.batch_in_epoch == len(batches)
+                eval_due = state.global_step % train.eval_every == 0 if train.eval_every else end_of_epoch
+                if validation and eval_due:
+                    self.evaluate_and_keep_best()
+                    state.stopped_early = bool(train.early_stopping_patience) and (
+                        state.evals_without_improvement >= train.early_stopping_patience
+                    )
+                if end_of_epoch:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if eval_due or (train.checkpoint_every and state.global_step % train.checkpoint_every == 0):
+                    self.checkpoint()
+                if state.stopped_early or end_of_epoch:
+                    break  # a new epoch needs its own batch plan
+        self.bar.close()
+        if validation and state.last_eval_step != state.global_step and not state.stopped_early:
+            self.evaluate_and_keep_best()
+            self.checkpoint()
+        if not validation:
+            self.save_best_weights()  # no validation split: the last weights are the model
+
+    def train_step(self, batch: list[int]) -> float | None:
+        """One optimizer step over a global batch: its mean loss, or None after an out-of-memory error (then
+        the batch runs again in twice the micro-batches)."""
+        started = time.perf_counter()
         try:
-            restore(unwrapped, optimizer, resume_from.weights, resume_from.optimizer)
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise RunError(f"{checkpoints[-1]}: cannot resume from this checkpoint ({exc})") from None
-        scheduler.load_state_dict(resume_from.scheduler)
-        resume_from.restore_rng()
-        del resume_from
+            loss, tokens = self.forward_backward(batch)
+        except torch.cuda.OutOfMemoryError:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.accumulation = _halve_micro_batch(batch, self.accumulation, self.world, self.bar)
+            return None
+        if not math.isfinite(loss):
+            kept = list_checkpoints(self.run)
+            raise TrainingError(
+                f"loss became {loss} at step {self.state.global_step + 1} (learning rate too high?); "
+                + (f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written yet")
+            )
+        if self.cfg.train.max_grad_norm:
+            trainable = [p for p in self.model.parameters() if p.requires_grad]  # not the frozen backbone's
+            self.accelerator.clip_grad_norm_(trainable, self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.throughput.seconds += time.perf_counter() - started
+        self.throughput.samples += len(batch)
+        self.throughput.tokens += tokens
+        return loss
 
-    writer = None
-    if main and cfg.train.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    def forward_backward(self, batch: list[int]) -> tuple[float, int]:
+        """Gradients of the global batch's mean loss, accumulated over micro-batches of this shard; the loss
+        and this process's real tokens."""
+        items, world = self.inputs.train_items, self.world
+        batch_items = [items[i] for i in batch]
+        n_targets = max(1, _n_targets(batch_items, self.cfg.task))
+        parts = max(self.accumulation, _parts_to_fit(batch_items, world, self.device))
+        micro_batches = [batch[k::parts] for k in range(parts) if batch[k::parts]]
+        step_loss, tokens = torch.zeros((), device=self.device), 0
+        for k, micro in enumerate(micro_batches):
+            local = shard(micro, self.accelerator.process_index, world)
+            weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
+            with _micro_batch(self.accelerator, self.model, last=k == len(micro_batches) - 1):
+                loss, real = run_micro_batch(self, [items[i] for i in (local or micro[:1])], weight, n_targets)
+            step_loss += loss / world
+            tokens += real if local else 0
+        return self.accelerator.reduce(step_loss, "sum").item(), tokens
 
-        writer = SummaryWriter(str(run.file("tensorboard")))
-    metric = cfg.train.metric_for_best
-    bar = tqdm(
-        total=total_steps, initial=state.global_step, desc="train", disable=not (progress and main), dynamic_ncols=True
-    )
-    if compiled and cfg.train.compile is None:
-        bar.write(f"{steps_left} steps to run: compiling the decoder layers first (--no-compile to run eagerly)")
-    tokens_seen, samples_seen, step_seconds, last_eval_step = 0, 0, 0.0, -1
+    def log_step(self, loss: float) -> None:
+        if not self.main:
+            return
+        step, lr = self.state.global_step, self.scheduler.get_last_lr()[0]
+        self.run.log({"event": "train", "step": step, "epoch": self.state.epoch, "loss": loss, "lr": lr})
+        if self.writer:
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/lr", lr, step)
+        tokens_per_second = self.throughput.tokens * self.world / self.throughput.seconds
+        self.bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:.0f}")
+        self.bar.update(1)
 
-    def evaluate_and_keep_best() -> dict[str, Any]:
-        nonlocal last_eval_step
-        last_eval_step = state.global_step
+    # ---- evaluation, weights, checkpoints ----
+    def evaluate_and_keep_best(self) -> dict[str, Any]:
+        """Score the validation split; better than the best so far: these weights become the run's model."""
+        state, metric, inputs = self.state, self.cfg.train.metric_for_best, self.inputs
+        state.last_eval_step = state.global_step
         # Training's freed activations stay in the heap; evaluation (and the metric libraries it imports)
         # would add to them. Handed back, they are faulted in again by the next steps, cheaply.
         release_free_heap_pages()
         with eagerly():
             logits = predict_logits(
-                model, task, val_examples, val_items, pad_id, cfg.train.eval_batch_size, device, rank, world
+                self.model,
+                self.cfg.task,
+                inputs.val_examples,
+                inputs.val_items,
+                inputs.tokenizer.pad_token_id,
+                self.cfg.train.eval_batch_size,
+                self.device,
+                self.accelerator.process_index,
+                self.world,
             )
-        metrics = score(task, val_examples, logits, labels)
+        metrics = score(self.cfg.task, inputs.val_examples, logits, inputs.labels)
         value = metrics[metric]
         improved = improves(metric, value, state.best_metric)
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, state.global_step, 0
             if "thresholds" in metrics:  # multi-label: the thresholds tuned for these weights are kept with them
-                unwrapped.set_thresholds(list(metrics["thresholds"].values()))
-            save_model()
+                self.unwrapped.set_thresholds(list(metrics["thresholds"].values()))
+            self.save_best_weights()
         else:
             state.evals_without_improvement += 1
-        if main:
-            event = {"event": "eval", "step": state.global_step, "epoch": state.epoch, **_scalars(metrics)}
-            run.log(event)
-            if writer:
+        if self.main:
+            self.run.log({"event": "eval", "step": state.global_step, "epoch": state.epoch, **_scalars(metrics)})
+            if self.writer:
                 for key, val in _scalars(metrics).items():
-                    writer.add_scalar(f"validation/{key}", val, state.global_step)
-            bar.write(f"step {state.global_step}: validation {metric} {value:.4f}" + (" (best)" if improved else ""))
+                    self.writer.add_scalar(f"validation/{key}", val, state.global_step)
+            best = " (best)" if improved else ""
+            self.bar.write(f"step {state.global_step}: validation {metric} {value:.4f}{best}")
         return metrics
 
-    def save_model() -> None:  # collective: every process joins the gather, rank 0 writes
-        weights = gather_weights(unwrapped, saved)
-        if main:
-            tmp = run.file(f".{WEIGHTS}.tmp")
+    def save_best_weights(self) -> None:
+        """Collective: every process joins the gather, rank 0 writes."""
+        weights = gather_weights(self.unwrapped, self.saved)
+        if self.main:
+            tmp = self.run.file(f".{WEIGHTS}.tmp")
             save_file(weights, str(tmp))
-            tmp.replace(run.file(WEIGHTS))
+            tmp.replace(self.run.file(WEIGHTS))
 
-    resumable = accelerator.distributed_type != DistributedType.DEEPSPEED  # see training/distributed.py
-    if not resumable and main:
-        bar.write("note: under DeepSpeed no checkpoints for resuming are written (the best weights still are)")
-
-    def checkpoint() -> None:  # collective, like save_model
-        if not resumable:
+    def checkpoint(self) -> None:
+        """Collective, like `save_best_weights`: everything a resumed run needs to go on exactly."""
+        if not self.resumable:
             return
-        weights, optimizer_state = gather_weights(unwrapped, saved), gather_optimizer_state(unwrapped, optimizer)
-        if main:
-            save_checkpoint(run, state, weights, optimizer_state, scheduler.state_dict(), cfg.train.keep_checkpoints)
-        accelerator.wait_for_everyone()
-
-    def forward_backward(batch: list[int], accumulation: int) -> tuple[float, int]:
-        """Gradients of the global batch's mean loss, accumulated over micro-batches of this shard."""
-        batch_items = [train_items[i] for i in batch]
-        n_targets = max(1, _n_targets(batch_items, task))
-        step_loss, tokens = torch.zeros((), device=device), 0
-        parts = max(accumulation, _parts_to_fit(batch_items, world, device))
-        micro_batches = [batch[k::parts] for k in range(parts) if batch[k::parts]]
-        for k, micro in enumerate(micro_batches):
-            local = shard(micro, rank, world)
-            weight = 1.0 if local else 0.0  # an empty shard still joins the gradient all-reduce
-            items = [train_items[i] for i in (local or micro[:1])]
-            if oom_above is not None and len(items) > oom_above:
-                raise torch.cuda.OutOfMemoryError(f"simulated: micro-batch {len(items)} > {oom_above}")
-            enc = collate_items(items, pad_id, with_token_labels=task == "token", multiple=batching.PAD_MULTIPLE)
-            groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
-            sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(model)
-            with sync:
-                logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device), groups)
-                token_labels = enc["token_labels"].to(device) if task == "token" else None
-                loss = weight * _loss(logits, items, task, token_labels, problem, scaling) * world / n_targets
-                accelerator.backward(loss)
-            step_loss += loss.detach() / world
-            tokens += int(enc["attention_mask"].sum()) if local else 0
-        return accelerator.reduce(step_loss, "sum").item(), tokens
-
-    accumulation = cfg.train.gradient_accumulation
-    # CPU tests take the out-of-memory path: LSLLAMA_SIMULATE_OOM_ABOVE=N fails any larger micro-batch.
-    oom_above = int(os.environ["LSLLAMA_SIMULATE_OOM_ABOVE"]) if "LSLLAMA_SIMULATE_OOM_ABOVE" in os.environ else None
-    model.train()
-    while state.global_step < total_steps and not state.stopped_early:
-        batches = plan(state.epoch)
-        while state.batch_in_epoch < len(batches) and state.global_step < total_steps:
-            # ---- one optimizer step over a global batch ----
-            step_started = time.perf_counter()
-            batch = batches[state.batch_in_epoch]
-            try:
-                step_loss, tokens = forward_backward(batch, accumulation)
-            except torch.cuda.OutOfMemoryError:
-                optimizer.zero_grad(set_to_none=True)
-                accumulation = _halve_micro_batch(batch, accumulation, world, bar)
-                continue
-            if not math.isfinite(step_loss):
-                kept = list_checkpoints(run)
-                raise TrainingError(
-                    f"loss became {step_loss} at step {state.global_step + 1} (learning rate too high?); "
-                    + (f"last good checkpoint: {kept[-1]}" if kept else "no checkpoint was written yet")
-                )
-            if cfg.train.max_grad_norm:
-                accelerator.clip_grad_norm_(trainable, cfg.train.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            tokens_seen += tokens
-            state.global_step += 1
-            state.batch_in_epoch += 1
-            samples_seen += len(batch)
-            step_seconds += time.perf_counter() - step_started
-            # ---- logging, evaluation, checkpoints ----
-            if main:
-                lr = scheduler.get_last_lr()[0]
-                run.log(
-                    {"event": "train", "step": state.global_step, "epoch": state.epoch, "loss": step_loss, "lr": lr}
-                )
-                if writer:
-                    writer.add_scalar("train/loss", step_loss, state.global_step)
-                    writer.add_scalar("train/lr", lr, state.global_step)
-                bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{tokens_seen * world / step_seconds:.0f}")
-                bar.update(1)
-            end_of_epoch = state.batch_in_epoch == len(batches)
-            eval_due = (cfg.train.eval_every and state.global_step % cfg.train.eval_every == 0) or (
-                not cfg.train.eval_every and end_of_epoch
+        weights = gather_weights(self.unwrapped, self.saved)
+        optimizer_state = gather_optimizer_state(self.unwrapped, self.optimizer)
+        rngs = gather_object([rng_state()]) if self.world > 1 else [rng_state()]
+        self.state.gradient_accumulation = self.accumulation
+        if self.main:
+            save_checkpoint(
+                self.run,
+                self.state,
+                weights,
+                optimizer_state,
+                self.scheduler.state_dict(),
+                self.cfg.train.keep_checkpoints,
+                rngs,
+                self.run.file(WEIGHTS),
             )
-            if val_examples and eval_due:
-                evaluate_and_keep_best()
-                patience = cfg.train.early_stopping_patience
-                state.stopped_early = bool(patience) and state.evals_without_improvement >= patience
-            if end_of_epoch:
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            if eval_due or (cfg.train.checkpoint_every and state.global_step % cfg.train.checkpoint_every == 0):
-                checkpoint()
-            if state.stopped_early or end_of_epoch:
-                break  # a new epoch needs its own batch plan
-    bar.close()
+        self.accelerator.wait_for_everyone()
 
-    if val_examples and last_eval_step != state.global_step and not state.stopped_early:
-        evaluate_and_keep_best()
-        checkpoint()
-    if not val_examples:
-        save_model()  # no validation split: the last weights are the model
-    accelerator.wait_for_everyone()
-    results = {
-        "best_step": state.best_step,
-        "global_step": state.global_step,
-        "stopped_early": state.stopped_early,
-        "metric_for_best": metric,
-        "validation": None,
-        "train_examples": len(train_examples),
-        "throughput": {  # this invocation's optimizer steps only (no loading, evaluation or checkpoints)
-            "seconds": step_seconds,
-            "samples": samples_seen,
-            "real_tokens": tokens_seen * world,
-            "samples_per_second": samples_seen / step_seconds if step_seconds else None,
-            "compiled": compiled,  # then the seconds include compilation
-        },
-        "validation_examples": len(val_examples),
-        "distributed": describe(accelerator, unwrapped),
-    }
-    if val_examples:
-        best_eval = [e for e in _read_log(run) if e.get("event") == "eval" and e["step"] == state.best_step]
-        results["validation"] = best_eval[-1] if best_eval else None
-    if main:
-        from lsllama.evaluation.report import plot_learning_curves
-        from lsllama.serving.card import write_model_card
+    # ---- the end ----
+    def finish(self) -> dict[str, Any]:
+        """results.json (written last: it marks the run finished), learning curves and the model card; then
+        the checkpoints go (`keep_checkpoints_after` keeps them): a finished run is not resumed."""
+        self.accelerator.wait_for_everyone()
+        results = self.results()
+        if self.main:
+            from lsllama.evaluation.report import plot_learning_curves
+            from lsllama.serving.card import write_model_card
 
-        (run.file("report")).mkdir(exist_ok=True)
-        plot_learning_curves(run.file(LOG), run.file("report") / "learning_curves.png", metric)
-        atomic_write_text(run.file(RESULTS), json.dumps(results, indent=2))
-        write_model_card(run.path)
-        if writer:
-            writer.close()
-    accelerator.wait_for_everyone()
-    # Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone, and compiled layers would
-    # compile again for inference: callers reload those (eager) from the run.
-    return results, unwrapped if world == 1 and not compiled else None
+            (self.run.file("report")).mkdir(exist_ok=True)
+            curves = self.run.file("report") / "learning_curves.png"
+            plot_learning_curves(self.run.file(LOG), curves, self.cfg.train.metric_for_best)
+            atomic_write_text(self.run.file(RESULTS), json.dumps(results, indent=2))
+            write_model_card(self.run.path)
+            if self.writer:
+                self.writer.close()
+            if not self.cfg.train.keep_checkpoints_after:
+                shutil.rmtree(self.run.file(CHECKPOINTS), ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return results
+
+    def results(self) -> dict[str, Any]:
+        state, inputs, seconds = self.state, self.inputs, self.throughput.seconds
+        validation = None
+        if inputs.val_examples:
+            best = [
+                e for e in read_events(self.run.file(LOG)) if e.get("event") == "eval" and e["step"] == state.best_step
+            ]
+            validation = best[-1] if best else None
+        return {
+            "best_step": state.best_step,
+            "global_step": state.global_step,
+            "stopped_early": state.stopped_early,
+            "metric_for_best": self.cfg.train.metric_for_best,
+            "validation": validation,
+            "train_examples": len(inputs.train_examples),
+            "truncated": inputs.truncation,
+            "throughput": {
+                "seconds": seconds,
+                "samples": self.throughput.samples,
+                "real_tokens": self.throughput.tokens * self.world,
+                "samples_per_second": self.throughput.samples / seconds if seconds else None,
+                "compiled": self.compiled,  # then the seconds include compilation
+            },
+            "validation_examples": len(inputs.val_examples),
+            "distributed": describe(self.accelerator, self.unwrapped),
+        }
+
+    def model_for_inference(self) -> LabelSupervisedModel | None:
+        """Sharded (FSDP, ZeRO-3) or several-process models cannot predict alone, and compiled layers would
+        compile again for inference: callers reload those (eager) from the run."""
+        return self.unwrapped if self.world == 1 and not self.compiled else None
+
+
+def run_micro_batch(trainer: Trainer, items: list[Item], weight: float, n_targets: int) -> tuple[torch.Tensor, int]:
+    """Forward and backward of one micro-batch: its summed loss scaled to the global batch's mean (the
+    all-reduce averages over processes, hence `* world`), and its real tokens. `weight` 0 (an empty shard)
+    still runs, to join the all-reduce. Tests replace this function to simulate out-of-memory errors."""
+    task, device = trainer.cfg.task, trainer.device
+    enc = collate_items(
+        items, trainer.inputs.tokenizer.pad_token_id, with_token_labels=task == "token", multiple=batching.PAD_MULTIPLE
+    )
+    groups = enc["groups"].to(device) if "groups" in enc else None  # long texts read in windows
+    logits = trainer.model(enc["input_ids"].to(device), enc["attention_mask"].to(device), groups)
+    token_labels = enc["token_labels"].to(device) if task == "token" else None
+    summed = _loss(logits, items, task, token_labels, trainer.cfg.data.problem, trainer.inputs.scaling)
+    loss = weight * summed * trainer.world / n_targets
+    trainer.accelerator.backward(loss)
+    return loss.detach(), int(enc["attention_mask"].sum())
+
+
+def _plan(cfg: RunConfig, inputs: Inputs, epoch: int) -> list[list[int]]:
+    """Epoch `epoch`'s batches (indices into the training items), the same in every process."""
+    return train_batches(inputs.lengths, cfg.train.batch_size, cfg.train.seed, epoch, cfg.train.max_tokens)
+
+
+def _open_run_folder(run: RunFolder, cfg: RunConfig, inputs: Inputs, checkpoint: Checkpoint | None) -> None:
+    """Rank 0: continue the run folder from `checkpoint`, or start it afresh."""
+    if checkpoint:  # the log continues from the checkpoint: events after it will be written again
+        _truncate_log(run, checkpoint.state.global_step)
+        remove_stale_temporaries(run)
+        checkpoint.restore_best_weights(run.file(WEIGHTS))
+    else:
+        _start_run_folder(run, cfg, inputs.labels, inputs.tokenizer)
+        inputs.data.write_held_out(run.file(VALIDATION_ROWS))
+
+
+def _restore(
+    checkpoint: Checkpoint,
+    model: LabelSupervisedModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    rank: int,
+) -> None:
+    """Into the prepared model: under FSDP each process keeps its shard of the full tensors."""
+    try:
+        restore(model, optimizer, checkpoint.weights, checkpoint.optimizer)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise RunError(f"{checkpoint.path}: cannot resume from this checkpoint ({exc})") from None
+    scheduler.load_state_dict(checkpoint.scheduler)
+    checkpoint.restore_rng(rank)
+
+
+def _tensorboard(run: RunFolder, cfg: RunConfig) -> Any:
+    if not cfg.train.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run.file("tensorboard")))
+
+
+@contextlib.contextmanager
+def _micro_batch(accelerator, model: torch.nn.Module, last: bool):
+    """Gradients accumulate over a batch's micro-batches and are synchronised at its last one. DDP learns
+    it from `no_sync`; DeepSpeed's engine steps after every backward that accelerate calls with
+    `sync_gradients` set, so the flag is cleared for the others (as accelerate's `accumulate` does) and
+    set again afterwards, whatever happens, for the optimizer wrapper that also reads it."""
+    accelerator.gradient_state._set_sync_gradients(last)
+    try:
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            yield
+    finally:
+        accelerator.gradient_state._set_sync_gradients(True)
+
+
+def planned_steps(plan, epochs: float, min_steps: int = 0) -> int:
+    """Optimizer steps of the whole run: every epoch's own plan (with a token budget, epochs differ in
+    length), the last epoch in part for a fractional `epochs`; at least `min_steps` (more epochs then)."""
+    whole = math.floor(epochs)
+    total = sum(len(plan(epoch)) for epoch in range(whole))
+    if epochs > whole:
+        total += math.ceil((epochs - whole) * len(plan(whole)))
+    return max(1, total, min_steps)
+
+
+def truncation_summary(
+    examples: list[Example], items: list[Item], too_long: int, task: str, tokenizer, data_cfg: DataConfig
+) -> dict[str, Any]:
+    """How many training texts did not fit in `max_length` tokens (`too_long`, from `encode_examples`) and
+    how many tokens the cut dropped from them; none where long texts are read whole in overlapping windows
+    (the token task, and the sequence task's `long_text: windows`)."""
+    summary: dict[str, Any] = {"examples": too_long, "of": len(examples), "max_length": data_cfg.max_length}
+    if task == "token" or data_cfg.long_text == "windows":
+        return {**summary, "windows": True}
+    if not too_long:
+        return {**summary, "tokens_cut_mean": 0.0, "tokens_cut_max": 0}
+    layout = sequence_layout(tokenizer)
+    paired = examples[0].text_pair is not None
+    texts = [e.text or "" for e in examples] + ([e.text_pair or "" for e in examples] if paired else [])
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    n = len(examples)
+    full = [a + b for a, b in zip(lengths[:n], lengths[n:], strict=True)] if paired else lengths
+    affixes = layout.pair_prefix + layout.middle + layout.pair_suffix if paired else layout.prefix + layout.suffix
+    cut = [length - (len(item.input_ids) - len(affixes)) for length, item in zip(full, items, strict=True)]
+    cut = [c for c in cut if c > 0]
+    return {**summary, "tokens_cut_mean": round(sum(cut) / max(1, len(cut)), 1), "tokens_cut_max": max(cut, default=0)}
+
+
+def describe_truncation(summary: dict[str, Any], long_text: str) -> str:
+    """The one line a run says about texts longer than `max_length`."""
+    n, of, limit = summary["examples"], summary["of"], summary["max_length"]
+    head = f"{n} of {of} training texts are longer than --max-length {limit}"
+    if summary.get("windows"):
+        return f"{head}: read in overlapping windows"
+    return (
+        f"{head} and were cut (--long-text {long_text}): {summary['tokens_cut_mean']:.1f} tokens cut on average, "
+        f"{summary['tokens_cut_max']} at most (--long-text windows reads them whole)"
+    )
 
 
 def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
@@ -410,19 +694,9 @@ def _start_run_folder(run: RunFolder, cfg: RunConfig, labels: LabelSet, tokenize
     shutil.rmtree(run.file("tensorboard"), ignore_errors=True)
     tokenizer.save_pretrained(run.file(TOKENIZER))
     atomic_write_text(run.file(LABELS), json.dumps(labels.names))
-    atomic_write_text(run.file(CONFIG), _yaml(cfg))
-
-
-def _yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-def _read_log(run: RunFolder) -> list[dict[str, Any]]:
-    if not run.file(LOG).is_file():
-        return []
-    return [json.loads(line) for line in run.file(LOG).read_text().splitlines() if line.strip()]
+    atomic_write_text(run.file(CONFIG), cfg.to_yaml())
 
 
 def _truncate_log(run: RunFolder, step: int) -> None:
-    kept = [e for e in _read_log(run) if e["step"] <= step]
+    kept = [e for e in read_events(run.file(LOG)) if e["step"] <= step]
     atomic_write_text(run.file(LOG), "".join(json.dumps(e) + "\n" for e in kept))
