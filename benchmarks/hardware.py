@@ -1,4 +1,5 @@
-"""What every benchmark record says about the machine it ran on, and the matmul rate its FLOP/s are compared with."""
+"""What every benchmark record says about the machine it ran on, and the matmul rate and parameter count that
+its useful FLOP/s are computed from."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -35,3 +37,19 @@ def bf16_matmul_gflops(size: int = 2048, seconds: float = 3.0) -> float:
         a @ b
         count += 1
     return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def non_embedding_params(model: str | Any = "smollm2-135m") -> int:
+    """Parameters every token passes through (the decoder layers' projections; embeddings are a lookup), for a
+    model name or a transformers config: a token's useful FLOPs are 2x this for inference and 4x for LoRA
+    training (forward, and backward through the activations only: frozen weights get no gradients)."""
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        from lsllama.modeling.loading import model_source, tiny_family, tiny_random_config
+
+        family = tiny_family(model)
+        model = tiny_random_config(1, None, family) if family else AutoConfig.from_pretrained(model_source(model))
+    h, i, n = model.hidden_size, model.intermediate_size, model.num_hidden_layers
+    kv = model.num_key_value_heads * (h // model.num_attention_heads)
+    return n * (2 * h * h + 2 * h * kv + 3 * h * i)
