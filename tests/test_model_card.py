@@ -12,27 +12,16 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from lsllama import Classifier, build_config
 from lsllama.run import RunFolder
 from lsllama.serving.card import model_card, write_model_card
 
-from .conftest import REPO, toy_rows, write_jsonl
+from .conftest import REPO, toy_rows
+from .test_export import train
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("card")
-    write_jsonl(folder / "data" / "train.jsonl", toy_rows(16, 1))
-    write_jsonl(folder / "data" / "validation.jsonl", toy_rows(8, 2))
-    cfg = build_config(
-        overrides={
-            "model": {"name": "tiny-random", "precision": "fp32"},
-            "data": {"data": str(folder / "data")},
-            "train": {"epochs": 1, "batch_size": 8, "tensorboard": False},
-        }
-    )
-    Classifier.train(cfg, folder / "run", progress=False)
-    return folder / "run"
+    return train(tmp_path_factory.mktemp("card"), "sequence", toy_rows(16, 1), 1, 3e-3)
 
 
 def test_a_hub_base_model_is_linked_and_named_in_the_hub_metadata(run, tmp_path):
