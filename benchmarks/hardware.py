@@ -25,13 +25,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{gpu}, torch {torch.__version__}"
 
 
-def bf16_matmul_gflops(size: int = 2048, seconds: float = 3.0) -> float:
+def bf16_matmul_gflops(largest: int = 2048, seconds: float = 3.0) -> float:
     """This CPU's bf16 matmul rate, measured now: the peak that useful FLOP/s are a fraction of, taken in
-    the same run as the throughput it divides (clock and neighbours vary between runs)."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
+    the same run as the throughput it divides (clock and neighbours vary between runs). Square products
+    grow to `largest` while one takes under a thirtieth of `seconds`: a CPU with bf16 matmul units gets
+    there in milliseconds, one without (one 2048 product in tens of seconds) is measured on smaller ones."""
+    size = 256
+    while True:
+        a = torch.randn(size, size, dtype=torch.bfloat16)
+        b = torch.randn(size, size, dtype=torch.bfloat16)
+        start = time.perf_counter()
+        a @ b  # also the warm-up of this size
+        if size >= largest or time.perf_counter() - start > seconds / 30:
+            break
+        size *= 2
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,16 @@ def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
     saved = {r[0]: float(r[4]) for r in table}
     assert 0 < saved["1 x 16"] < saved["2 x 16"] < saved["4 x 16"] < saved["8 x 16"] < saved["16 x 16"]
     assert re.search(r"Half the matmul peak needs .* of at least \d+ computed tokens|no step size reaches half", text)
+
+
+def test_the_matmul_peak_is_measured_within_its_time_budget():
+    """On a CPU without bf16 matmul units one 2048 x 2048 product takes tens of seconds: the measurement
+    shrinks its products rather than spending minutes before a tiny-model run even starts."""
+    from benchmarks.hardware import bf16_matmul_gflops
+
+    start = time.perf_counter()
+    assert bf16_matmul_gflops(seconds=0.5) > 0
+    assert time.perf_counter() - start < 15
 
 
 def test_half_peak_bound_solves_the_fitted_line():
