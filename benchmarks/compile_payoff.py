@@ -1,5 +1,7 @@
-"""Does compiling pay on a run of `COMPILE_AFTER_STEPS` steps, compilation included? The evidence behind
-training's default (lsllama/modeling/compilation.py: a single-process CPU run of that many steps compiles).
+"""Does compiling pay on a run of `COMPILE_AFTER_STEPS` steps, compilation included?
+
+The evidence behind training's default (lsllama/modeling/compilation.py: a single-process CPU run of that
+many steps compiles).
 
     python -m benchmarks compile_payoff [--steps N] [--model NAME] [--out DIR]
 
