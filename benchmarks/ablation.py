@@ -1,8 +1,8 @@
 """Does one setting change accuracy? Train the same rows with each value, over several seeds, side by side.
 
-    python benchmarks/ablation.py --setting model.lora_dropout --values 0 0.05 \
+    python -m benchmarks ablation --setting model.lora_dropout --values 0 0.05 \
         [--data sst2 conll2003] [--seeds 1 2 3] [--train-rows 1000] [--eval-rows 500]
-    python benchmarks/ablation.py --setting lsllama.modeling.model.CPU_MATH_ATTENTION_MAX_LENGTH --values 0 256
+    python -m benchmarks ablation --setting lsllama.modeling.model.CPU_MATH_ATTENTION_MAX_LENGTH --values 0 256
 
 The setting is a key of the run config (`section.key`) or one of the package's tuned constants
 (`lsllama.module.NAME`, set in this process for the run; the code reads it at call time). Every run
@@ -11,30 +11,24 @@ is `lsllama train` with the task's defaults and that one setting changed, on the
 task's default metric: accuracy, span F1). A default is changed on the strength of a difference
 larger than the spread between seeds, not of one run. Finished runs are cached under
 benchmarks/cache/ablation/ (an interrupted ablation resumes). Writes
-benchmarks/results/ablation_<setting>.json and .md; the last line printed is one JSON object.
+benchmarks/results/ablation_<setting>.json and .md.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import importlib
 import json
 import statistics
-import sys
-from datetime import date
 from pathlib import Path
 
 import yaml
 
+from benchmarks import record
+from benchmarks.paper_plan import DATASETS
 from lsllama import build_config
 from lsllama.training.loop import train
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import machine  # noqa: E402
-from benchmarks.paper_plan import DATASETS  # noqa: E402
 
 CONFIG_SECTIONS = ("model", "data", "train")
 
@@ -97,11 +91,12 @@ def run(
     }
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict, started: record.Record) -> str:
     lines = [
-        f"`{summary['command']}` — {summary['model']}, {summary['machine']}, {summary['date']}; "
-        f"{summary['train_rows']} training rows, {summary['eval_rows']} validation rows, "
-        f"seeds {', '.join(map(str, summary['seeds']))} (mean ± standard deviation over seeds).",
+        started.header(
+            f"{summary['model']}; {summary['train_rows']} training rows, {summary['eval_rows']} validation rows, "
+            f"seeds {', '.join(map(str, summary['seeds']))} (mean ± standard deviation over seeds)."
+        ),
         "",
         f"| data | {summary['setting']} | validation metric | score | training samples/s |",
         "| --- | ---: | --- | ---: | ---: |",
@@ -114,8 +109,28 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def table(runs: list[dict], datasets: list[str], values: list) -> list[dict]:
+    """Mean and spread over seeds, one row per data set and value."""
+    rows = []
+    for dataset in datasets:
+        for value in values:
+            group = [r for r in runs if r["dataset"] == dataset and r["value"] == value]
+            scores = [r["score"] for r in group]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "value": value,
+                    "metric": group[0]["metric"],
+                    "mean": statistics.mean(scores),
+                    "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                    "samples_per_s": statistics.mean(r["train_samples_per_s"] for r in group),
+                }
+            )
+    return rows
+
+
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument(
         "--setting",
         required=True,
@@ -127,55 +142,28 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
     parser.add_argument("--train-rows", type=int, default=1000)
     parser.add_argument("--eval-rows", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for the .json and .md")
-    parser.add_argument("--cache", type=Path, default=HERE / "cache" / "ablation", help="finished runs")
-    args = parser.parse_args()
+    parser.add_argument("--cache", type=Path, default=record.CACHE / "ablation", help="finished runs")
+    args = parser.parse_args(argv)
     if is_constant(args.setting):
         constant_owner(args.setting)  # fail before any run
     elif "." not in args.setting or args.setting.split(".")[0] not in CONFIG_SECTIONS:
         parser.error(f"--setting must be model.KEY, data.KEY, train.KEY or lsllama.module.NAME, got {args.setting!r}")
+    started = record.Record.start(__name__, argv)
     values = [yaml.safe_load(v) for v in args.values]
-
     runs = [
         run(args.model, dataset, args.setting, value, seed, args.train_rows, args.eval_rows, args.cache)
         for dataset in args.data
         for value in values
         for seed in args.seeds
     ]
-    table = []
-    for dataset in args.data:
-        for value in values:
-            group = [r for r in runs if r["dataset"] == dataset and r["value"] == value]
-            scores = [r["score"] for r in group]
-            table.append(
-                {
-                    "dataset": dataset,
-                    "value": value,
-                    "metric": group[0]["metric"],
-                    "mean": statistics.mean(scores),
-                    "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                    "samples_per_s": statistics.mean(r["train_samples_per_s"] for r in group),
-                }
-            )
     summary = {
         "setting": args.setting,
         "model": args.model,
-        "table": table,
+        "table": table(runs, args.data, values),
         "runs": runs,
         "seeds": args.seeds,
         "train_rows": args.train_rows,
         "eval_rows": args.eval_rows,
-        "command": "python benchmarks/ablation.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
-        "date": date.today().isoformat(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     stem = "ablation_" + args.setting.rsplit(".", 1)[1].lower()
-    (args.out / f"{stem}.json").write_text(json.dumps(summary, indent=2))
-    (args.out / f"{stem}.md").write_text(markdown(summary))
-    print(markdown(summary))
-    print(json.dumps({"setting": args.setting, "table": table}))
-
-
-if __name__ == "__main__":
-    main()
+    started.write(stem, summary, markdown(summary, started), args.out)

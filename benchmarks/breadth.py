@@ -1,7 +1,7 @@
 """Breadth on real data: one short run per problem type beyond single-label classification, default model.
 
-    python benchmarks/breadth.py [--runs regression multi_label pairs long_head long_windows] [--rows 600]
-    python benchmarks/breadth.py --model tiny-random --rows 40     # smoke check of this script (a minute)
+    python -m benchmarks breadth [--runs regression multi_label pairs long_head long_windows] [--rows 600]
+    python -m benchmarks breadth --model tiny-random --rows 40     # smoke check of this script (a minute)
 
 ../shared/data holds single-label sets only, so this script first makes the others from it, into
 benchmarks/cache/breadth/data/ (outside the repository, as the data's terms ask). They are constructed,
@@ -31,34 +31,28 @@ majority class (accuracy), the training mean (MSE), or every label predicted (mi
 
 Data and finished runs are cached under benchmarks/cache/breadth/, so an interrupted benchmark resumes.
 Writes benchmarks/results/breadth.md and breadth.json (a smoke run with another model or row count
-writes them into its cache folder instead); prints one JSON line last.
+writes them into its cache folder instead, --out anywhere).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
-import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import AutoTokenizer
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from transformers import AutoTokenizer  # noqa: E402
+from benchmarks import record
+from lsllama import Classifier, build_config
+from lsllama.data.dataset import data_root, load_split, resolve_labels, sample
+from lsllama.data.encoding import encode_examples
+from lsllama.training.loop import train
 
-from benchmarks.hardware import machine  # noqa: E402
-from lsllama import Classifier, build_config  # noqa: E402
-from lsllama.data.dataset import data_root, load_split, resolve_labels, sample  # noqa: E402
-from lsllama.data.encoding import encode_examples  # noqa: E402
-from lsllama.training.loop import train  # noqa: E402
-
-CACHE = HERE / "cache" / "breadth"
+CACHE = record.CACHE / "breadth"
 DEFAULT_MODEL, DEFAULT_ROWS, EVAL_ROWS = "smollm2-135m", 600, 500
 SST5_SCORES = {"very negative": 0, "negative": 1, "neutral": 2, "positive": 3, "very positive": 4}
 RUNS: dict[str, dict[str, Any]] = {
@@ -195,7 +189,7 @@ def run_one(name: str, model: str, rows: int, runs_folder: Path) -> dict[str, An
         "run": name,
         "data": spec["data"],
         "problem": problem,
-        "command": f"lsllama train --data {data.relative_to(HERE.parent)} --output runs/{name} "
+        "command": f"lsllama train --data {data.relative_to(record.BENCHMARKS.parent)} --output runs/{name} "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in spec["settings"].items())
         + f" --max-train-samples {rows} --max-eval-samples {EVAL_ROWS}"
         + ("" if model == DEFAULT_MODEL else f" --model {model}"),
@@ -226,10 +220,12 @@ def _scores(scores: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != "n")
 
 
-def markdown(rows: list[dict], command: str, machine: str, model: str, n: int) -> list[str]:
+def markdown(rows: list[dict], started: record.Record, model: str, n: int) -> str:
     lines = [
-        f"`{command}` — {machine}, {date.today().isoformat()}; model `{model}`, {n} training rows, 1 epoch, "
-        f"at most {EVAL_ROWS} validation rows. Data sets are built by this script (see its docstring).",
+        started.header(
+            f"model `{model}`, {n} training rows, 1 epoch, at most {EVAL_ROWS} validation rows. Data sets are built "
+            "by this script (see its docstring)."
+        ),
         "",
         "| run | data | problem | validation | trivial | test | training time (s) |",
         "| --- | --- | --- | --- | --- | --- | ---: |",
@@ -246,31 +242,19 @@ def markdown(rows: list[dict], command: str, machine: str, model: str, n: int) -
         )
     lines += ["", "Commands (the same runs with the `lsllama` command line):", ""]
     lines += [f"- {r['run']}: `{r['command']}`" for r in rows]
-    return lines
+    return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="training rows per run")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="smoke check: tiny-random")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    started = record.Record.start(__name__, argv)
     make_data()
-    official = args.model == DEFAULT_MODEL and args.rows == DEFAULT_ROWS
     runs_folder = CACHE / "runs" / f"{args.model}-{args.rows}"
     rows = [run_one(name, args.model, args.rows, runs_folder) for name in args.runs]
-    command = "python benchmarks/breadth.py --runs " + " ".join(args.runs)
-    if not official:
-        command += f" --model {args.model} --rows {args.rows}"
-    lines = markdown(rows, command, machine(), args.model, args.rows)
-    results = HERE / "results" if official else runs_folder
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "breadth.md").write_text("\n".join(lines) + "\n")
-    payload = {"command": command, "machine": machine, "date": date.today().isoformat(), "rows": rows}
-    (results / "breadth.json").write_text(json.dumps(payload, indent=2))
-    print("\n".join(lines))
-    print(json.dumps({r["run"]: r["validation"] for r in rows}))
-
-
-if __name__ == "__main__":
-    main()
+    official = args.model == DEFAULT_MODEL and args.rows == DEFAULT_ROWS
+    folder = args.out or (record.RESULTS if official else runs_folder)
+    started.write("breadth", {"rows": rows}, markdown(rows, started, args.model, args.rows), folder)

@@ -1,32 +1,29 @@
-"""Does compiling pay on a run of `COMPILE_AFTER_STEPS` steps, compilation included? The evidence behind
-training's default (lsllama/modeling/compilation.py: a single-process CPU run of that many steps compiles).
+"""Does compiling pay on a run of `COMPILE_AFTER_STEPS` steps, compilation included?
 
-    python benchmarks/compile_payoff.py [--steps N] [--model NAME] [--out DIR]
+The evidence behind training's default (lsllama/modeling/compilation.py: a single-process CPU run of that
+many steps compiles).
+
+    python -m benchmarks compile_payoff [--steps N] [--model NAME] [--out DIR]
 
 Runs `lsllama train` on the default model and N x 16 SST-2 rows (one epoch, N optimizer steps) twice,
 `--no-compile` and `--compile`, each in its own process; the compiled run starts from an empty
 inductor cache, as a user's first run does. Compares the seconds of the optimizer steps (compilation
 included, loading and evaluation not) and the validation accuracy (on 400 sentences, to keep the run
-short). Each finished run is cached (benchmarks/cache/compile_payoff/), so an interrupted benchmark
-resumes; writes benchmarks/results/compile_payoff.json and .md (or both under --out).
+short). Each finished run is cached (benchmarks/cache/compile_payoff/, or DIR/cache), so an interrupted
+benchmark resumes; writes benchmarks/results/compile_payoff.json and .md (or both under --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
+from benchmarks import record
 from lsllama.modeling.compilation import COMPILE_AFTER_STEPS
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import machine  # noqa: E402
 
 BATCH = 16  # the default batch size: N steps are N x 16 rows
 EVAL_ROWS = 400
@@ -56,37 +53,29 @@ def run(model: str, mode: str, steps: int, cache: Path) -> dict:
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--steps", type=int, default=COMPILE_AFTER_STEPS)
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
-    parser.add_argument("--out", type=Path, help="results and cache here instead of under benchmarks/")
-    args = parser.parse_args()
-    results = args.out or HERE / "results"
-    cache = args.out / "cache" if args.out else HERE / "cache" / "compile_payoff"
+    args = parser.parse_args(argv)
+    started = record.Record.start(__name__, argv)
+    cache = args.out / "cache" if args.out else record.CACHE / "compile_payoff"
     eager, compiled = (run(args.model, mode, args.steps, cache) for mode in ("no-compile", "compile"))
     if eager["compiled"] or not compiled["compiled"]:
         raise SystemExit("the runs did not compile as asked")
-    command = "python benchmarks/compile_payoff.py"
-    command += "" if args.steps == COMPILE_AFTER_STEPS else f" --steps {args.steps}"
-    command += "" if args.model == "smollm2-135m" else f" --model {args.model}"
     summary = {
-        "command": command,
         "steps": args.steps,
         "model": args.model,
         "eager": eager,
         "compiled": compiled,
         "speedup_including_compilation": eager["seconds"] / compiled["seconds"],
-        "machine": machine(),
-        "date": date.today().isoformat(),
     }
-    results.mkdir(parents=True, exist_ok=True)
-    out = results / "compile_payoff"
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    out.with_suffix(".md").write_text(
-        f"`{command}` — {args.model}, {summary['machine']}, {summary['date']}; SST-2, {args.steps} optimizer steps "
-        f"of 16 rows, one process; the compiled run starts from an empty inductor cache.\n\n"
-        "| run | seconds of optimizer steps (compilation included) | samples/s | validation accuracy (400 rows) |\n"
+    table = (
+        started.header(
+            f"{args.model}; SST-2, {args.steps} optimizer steps of 16 rows, one process; the compiled run starts "
+            "from an empty inductor cache.\n\n"
+        )
+        + "| run | seconds of optimizer steps (compilation included) | samples/s | validation accuracy (400 rows) |\n"
         "| --- | ---: | ---: | ---: |\n"
         + "".join(
             f"| {name} | {r['seconds']:.0f} | {r['samples'] / r['seconds']:.1f} | {r['accuracy']:.3f} |\n"
@@ -94,8 +83,4 @@ def main() -> None:
         )
         + f"\nCompiling made this run {summary['speedup_including_compilation']:.2f}x as fast, compilation included.\n"
     )
-    print(json.dumps(summary))
-
-
-if __name__ == "__main__":
-    main()
+    started.write("compile_payoff", summary, table, args.out)

@@ -1,7 +1,7 @@
 """LoRA training throughput of a Llama-2-7B-shaped model on one GPU: tokens/s, MFU, peak memory.
 
-    python benchmarks/gpu.py [--batches 8x64 32x64 64x64] [--steps 10] [--peak-tflops 989]
-    python benchmarks/gpu.py --tiny          # the same code on a tiny config (CPU smoke test)
+    python -m benchmarks gpu [--batches 8x64 32x64 64x64] [--steps 10] [--peak-tflops 989]
+    python -m benchmarks gpu --tiny          # the same code on a tiny config (CPU smoke test)
 
 Random weights with Llama-2-7B's shapes (no download), bf16 frozen weights, LoRA on all linear layers
 in fp32 with bf16 autocast, lsllama's own model wrapper and loss, bidirectional attention as in
@@ -9,18 +9,19 @@ LS-unLLaMA. MFU counts 4 x non-embedding parameters per token (LoRA computes no 
 the frozen weights, so not the usual 6 x), as benchmarks/speed.py does, against the card's dense bf16
 peak (--peak-tflops; H100/H200 SXM: 989).
 Targets: batch 8 x 64 fits in 20 GB (the paper's 24 GB card), and MFU >= 45% at the best batch.
+Writes benchmarks/results/gpu.json and .md (--tiny: under benchmarks/cache/gpu/).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 from transformers import AutoModel, LlamaConfig
 
+from benchmarks import record
+from benchmarks.hardware import non_embedding_params
 from lsllama.config import ModelConfig
 from lsllama.modeling.masks import configure_attention
 from lsllama.modeling.model import LabelSupervisedModel, lora_config
@@ -56,11 +57,8 @@ def build(shape: dict, device: torch.device) -> tuple[LabelSupervisedModel, int]
     for p in backbone.parameters():
         if p.requires_grad:
             p.data = p.data.float()
-    h, i, n = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
-    kv = shape["num_key_value_heads"] * (h // shape["num_attention_heads"])
-    non_embedding = n * (2 * h * h + 2 * h * kv + 3 * h * i)
     model = LabelSupervisedModel(backbone, 2, "sequence", "mean", torch.bfloat16).to(device)
-    return model, non_embedding
+    return model, non_embedding_params(config)
 
 
 def measure(model: LabelSupervisedModel, batch: int, length: int, steps: int, device: torch.device) -> dict:
@@ -86,14 +84,21 @@ def measure(model: LabelSupervisedModel, batch: int, length: int, steps: int, de
     return {"batch": batch, "length": length, "tokens_per_s": batch * length / seconds, "peak_gb": peak}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def markdown_row(r: dict) -> str:
+    if r.get("oom"):
+        return f"| {r['batch']} x {r['length']} | out of memory | | |"
+    memory = "" if r["peak_gb"] is None else f"{r['peak_gb']:.1f}"
+    return f"| {r['batch']} x {r['length']} | {r['tokens_per_s']:.0f} | {r['mfu']:.3f} | {memory} |"
+
+
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--batches", nargs="+", default=["8x64", "32x64", "64x64", "128x64"])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--tiny", action="store_true", help="tiny config, for a CPU smoke test")
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    started = record.Record.start(__name__, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, params = build(TINY if args.tiny else LLAMA2_7B, device)
     rows = []
@@ -108,17 +113,9 @@ def main() -> None:
         row["mfu"] = 4 * params * row["tokens_per_s"] / (args.peak_tflops * 1e12)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    summary = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "shape": "tiny" if args.tiny else "llama-2-7b",
-        "rows": rows,
-        "best_mfu": max((r["mfu"] for r in rows if "mfu" in r), default=None),
-    }
-    if not args.tiny:
-        args.output.parent.mkdir(exist_ok=True)
-        args.output.write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
-
-
-if __name__ == "__main__":
-    main()
+    shape = "tiny" if args.tiny else "llama-2-7b"
+    summary = {"shape": shape, "rows": rows, "best_mfu": max((r["mfu"] for r in rows if "mfu" in r), default=None)}
+    details = f"{shape} shapes, LoRA training, {args.steps} timed steps, MFU against {args.peak_tflops:g} TFLOP/s."
+    table = [started.header(details), "", "| batch x length | tokens/s | MFU | peak memory (GB) |"]
+    table += ["| --- | ---: | ---: | ---: |", *map(markdown_row, rows)]
+    started.write("gpu", summary, "\n".join(table) + "\n", args.out or (record.CACHE / "gpu" if args.tiny else None))

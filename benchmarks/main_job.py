@@ -1,6 +1,6 @@
 """Time the README's main job from a cold model cache and record its validation accuracy.
 
-    python benchmarks/main_job.py
+    python -m benchmarks main_job
 
 Runs exactly `lsllama train --data sst2 --output <tmp> --max-train-samples 2000` (the README's first
 command, after set-up) with an empty $LSLLAMA_CACHE, so the GGUF -> safetensors conversion of the
@@ -15,17 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import machine  # noqa: E402
+from benchmarks import record
 
 COMMAND = ["train", "--data", "sst2", "--max-train-samples", "2000", "--quiet"]
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    args = record.parser(__name__, __doc__).parse_args(argv)
+    started = record.Record.start(__name__, argv)
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LSLLAMA_CACHE": str(Path(tmp) / "cache")}
         cmd = [sys.executable, "-m", "lsllama.cli", *COMMAND, "--output", str(Path(tmp) / "run")]
@@ -35,24 +34,16 @@ def main() -> None:
         results = json.loads((Path(tmp) / "run" / "results.json").read_text())
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     summary = {
-        "command": "lsllama " + " ".join(a for a in COMMAND if a != "--quiet") + " --output runs/sst2",
+        "job": "lsllama " + " ".join(a for a in COMMAND if a != "--quiet") + " --output runs/sst2",
         "wall_seconds_cold_cache": seconds,
         "validation_accuracy": metrics["accuracy"],
         "validation_macro_f1": metrics["macro_f1"],
         "train_step_seconds": results["throughput"]["seconds"],
-        "machine": machine(),
-        "date": date.today().isoformat(),
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "main_job.json").write_text(json.dumps(summary, indent=2))
-    (HERE / "results" / "main_job.md").write_text(
-        f"`python benchmarks/main_job.py` ({summary['machine']}, {summary['date']}) runs `{summary['command']}` "
-        f"from an empty model cache: validation accuracy **{summary['validation_accuracy']:.3f}** (macro-F1 "
-        f"{summary['validation_macro_f1']:.3f}, 872 SST-2 validation sentences) in {seconds / 60:.1f} minutes "
-        f"wall time, of which {summary['train_step_seconds'] / 60:.1f} minutes are optimizer steps.\n"
+    text = started.header(
+        f"runs `{summary['job']}` from an empty model cache: validation accuracy "
+        f"**{summary['validation_accuracy']:.3f}** (macro-F1 {summary['validation_macro_f1']:.3f}, 872 SST-2 "
+        f"validation sentences) in {seconds / 60:.1f} minutes wall time, of which "
+        f"{summary['train_step_seconds'] / 60:.1f} minutes are optimizer steps.\n"
     )
-    print(json.dumps(summary))
-
-
-if __name__ == "__main__":
-    main()
+    started.write("main_job", summary, text, args.out)

@@ -1,27 +1,21 @@
 """CoNLL-2003 NER with the default model: bidirectional (LS-unLLaMA) vs causal, side by side.
 
-    python benchmarks/ner.py [--variants bidirectional causal layerwise] [--train-rows 2000]
+    python -m benchmarks ner [--variants bidirectional causal layerwise] [--train-rows 2000]
 
 Each variant is the plain `lsllama train --data conll2003 --max-train-samples 2000` run (token-task
 defaults: 3 epochs, lr 1e-3, LoRA on all linear layers), with the attention flag changed. The model
 is selected on the full validation split (3,250 sentences, every word scored); the test split is
 reported for the selected model. Finished runs are cached in benchmarks/cache/ner/, so an interrupted
-benchmark resumes. Writes benchmarks/results/ner.json and ner.md; prints one JSON line last.
+benchmark resumes. Writes benchmarks/results/ner.json and ner.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from datetime import date
 from pathlib import Path
 
+from benchmarks import record
 from lsllama import Classifier, build_config
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import machine  # noqa: E402
 
 VARIANTS = {
     "bidirectional": {"bidirectional": True},
@@ -65,8 +59,8 @@ def validation_curve(out: Path) -> list[float]:
     return [e["f1"] for e in events if e.get("event") == "eval"]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--variants", nargs="+", default=["bidirectional", "causal"], choices=list(VARIANTS))
     parser.add_argument("--train-rows", type=int, default=2000)
     parser.add_argument(
@@ -74,15 +68,17 @@ def main() -> None:
         action="store_true",
         help="train nothing: report finished runs and the curves of unfinished ones",
     )
-    args = parser.parse_args()
-    cache = HERE / "cache" / "ner"
+    args = parser.parse_args(argv)
+    started = record.Record.start(__name__, argv)
+    cache = record.CACHE / "ner"
     finished = [n for n in args.variants if (cache / f"{n}-{args.train_rows}" / "results.json").is_file()]
     rows = [run_variant(name, args.train_rows, cache) for name in (finished if args.report_only else args.variants)]
     curves = {name: validation_curve(cache / f"{name}-{args.train_rows}") for name in args.variants}
-    command = "python benchmarks/ner.py --variants " + " ".join(args.variants) + (" --report-only" * args.report_only)
     lines = [
-        f"`{command}` — {machine()}, {date.today().isoformat()}; SmolLM2-135M-Instruct, CoNLL-2003, "
-        f"{args.train_rows} training sentences, 3 epochs, model selected on the full validation split.",
+        started.header(
+            f"SmolLM2-135M-Instruct, CoNLL-2003, {args.train_rows} training sentences, 3 epochs, model selected on "
+            "the full validation split."
+        ),
         "",
         "| attention | validation span F1 | test span F1 | test F1 PER / ORG / LOC / MISC | training time (s) |",
         "| --- | ---: | ---: | --- | ---: |",
@@ -96,14 +92,4 @@ def main() -> None:
     for name, curve in curves.items():
         status = "" if name in finished or not args.report_only else " (run unfinished)"
         lines.append(f"- {name}{status}: " + (" / ".join(f"{f:.3f}" for f in curve) or "no evaluation yet"))
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "ner.md").write_text("\n".join(lines) + "\n")
-    (HERE / "results" / "ner.json").write_text(
-        json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2)
-    )
-    print("\n".join(lines))
-    print(json.dumps({r["variant"]: r["validation_f1"] for r in rows}))
-
-
-if __name__ == "__main__":
-    main()
+    started.write("ner", {"rows": rows, "validation_curves": curves}, "\n".join(lines) + "\n", args.out)

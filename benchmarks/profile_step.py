@@ -1,16 +1,17 @@
 """Where a training step and an inference batch spend their time and memory, on the default model.
 
-    python benchmarks/profile_step.py [--rows 200] [--batch-size 16] [--steps 10] [--lora-dropout 0.05]
-    python benchmarks/profile_step.py --sweep [--rows 256] [--model NAME] [--out FILE]
-    python benchmarks/profile_step.py --shapes [--rows 600] [--model NAME] [--out FILE]
-    python benchmarks/profile_step.py --optimizer [--model NAME] [--out FILE]
+    python -m benchmarks profile_step [--rows 200] [--batch-size 16] [--steps 10] [--lora-dropout 0.05]
+    python -m benchmarks profile_step --sweep [--rows 256] [--model NAME] [--out DIR]
+    python -m benchmarks profile_step --shapes [--rows 600] [--model NAME] [--out DIR]
+    python -m benchmarks profile_step --optimizer [--model NAME] [--out DIR]
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
 step next to the bytes held by live tensors and the bytes freed but kept by glibc's heap, and
 torch.profiler's top operators for three training steps and for one inference batch of the merged
 model. Use it before and after a change to the model or loop; the speed benchmark (benchmarks/speed.py)
-is what compares with the official recipe.
+is what compares with the official recipe. The three modes below each write benchmarks/results/
+profile_<mode>.md and .json (benchmarks/record.py).
 
 `--sweep` trains the same rows twice per setting, the faster pass counting (the defaults, then one
 lever at a time: batch size, exact batch widths instead of multiples of 8, LoRA dropout 0.05,
@@ -39,17 +40,17 @@ import ctypes
 import gc
 import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import date
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks import record
+from benchmarks.hardware import bf16_matmul_gflops, non_embedding_params
+from benchmarks.official_recipe import ADAPTER as OFFICIAL_ADAPTER
 from lsllama import build_config
 from lsllama.config import RunConfig
 from lsllama.data import batching
@@ -63,12 +64,6 @@ from lsllama.modeling.loading import load_tokenizer
 from lsllama.modeling.model import build_model
 from lsllama.training import loop
 from lsllama.training.loop import _optimizer
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import bf16_matmul_gflops, machine  # noqa: E402
-from benchmarks.official_recipe import ADAPTER as OFFICIAL_ADAPTER  # noqa: E402
-from benchmarks.speed import non_embedding_params  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -220,26 +215,47 @@ def use_foreach(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
-def sweep(model: str, rows: int) -> str:
+def sweep(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
     """Train the same rows twice per setting from the same weights (after one warm-up step), then time
-    inference per token budget; returns the Markdown tables."""
-    peak = bf16_matmul_gflops()
-    params = non_embedding_params(model)
-    default_multiple = batching.PAD_MULTIPLE
+    inference per token budget; returns the figures and the Markdown tables."""
+    peak, params = bf16_matmul_gflops(), non_embedding_params(model)
+    training = [train_setting(setting, model, rows, peak, params) for setting in SWEEP]
+    inference = inference_budgets(model, rows, peak, params)
     lines = [
-        f"`python benchmarks/profile_step.py --sweep --rows {rows}` — {model}, {machine()}, "
-        f"{date.today().isoformat()}; "
-        f"{rows} SST-2 training rows, the faster of two passes after one warm-up step; "
-        f"bf16 matmul peak measured {peak:.0f} GFLOP/s.",
+        started.header(
+            f"{model}; {rows} SST-2 training rows, the faster of two passes after one warm-up step; "
+            f"bf16 matmul peak measured {peak:.0f} GFLOP/s."
+        ),
         "",
         "| setting | batch | pad to multiple of | LoRA (r, dropout, targets) | samples/s | real tokens/s | "
         "computed / real tokens | useful FLOP/s / peak |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {r['setting']} | {r['batch']} | {r['pad_multiple']} | {r['lora']} | {r['samples_per_s']:.1f} | "
+            f"{r['real_tokens_per_s']:.0f} | {r['computed_per_real_token']:.2f} | {r['peak_fraction']:.3f} |"
+            for r in training
+        ),
+        "",
+        "Inference over the same rows, defaults, LoRA merged; batches of at most 64 rows and:",
+        "",
+        "| padded tokens per batch at most | samples/s | real tokens/s | useful FLOP/s / peak |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {r['budget']} | {r['samples_per_s']:.1f} | {r['real_tokens_per_s']:.0f} | {r['peak_fraction']:.3f} |"
+            for r in inference
+        ),
     ]
-    for setting in SWEEP:
-        batching.PAD_MULTIPLE = setting.pad_multiple  # read by the batch planner and collate at call time
-        modeling.CPU_MATH_ATTENTION_MAX_LENGTH = setting.math_attention_up_to  # read at each forward
-        loop.CPU_MICRO_BATCH_TOKENS = setting.micro_batch_tokens  # read at each step
+    figures = {"model": model, "rows": rows, "bf16_matmul_gflops": peak, "training": training, "inference": inference}
+    return figures, "\n".join(lines) + "\n"
+
+
+def train_setting(setting: Setting, model: str, rows: int, peak: float, params: int) -> dict:
+    """One row of the training sweep: the package's tuned constants set for this setting, then put back."""
+    defaults = (batching.PAD_MULTIPLE, modeling.CPU_MATH_ATTENTION_MAX_LENGTH, loop.CPU_MICRO_BATCH_TOKENS)
+    batching.PAD_MULTIPLE = setting.pad_multiple  # read by the batch planner and collate at call time
+    modeling.CPU_MATH_ATTENTION_MAX_LENGTH = setting.math_attention_up_to  # read at each forward
+    loop.CPU_MICRO_BATCH_TOKENS = setting.micro_batch_tokens  # read at each step
+    try:
         bench = Bench.build(model, rows, setting.model)
         if setting.compile:
             compile_decoder_layers(bench.model)
@@ -251,92 +267,86 @@ def sweep(model: str, rows: int) -> str:
         warm_up = time.perf_counter() - start
         # The faster of two passes: on a shared 2-core machine one pass can lose a tenth to a neighbour.
         seconds = min(sum(sum(bench.step(batch)) for batch in batches) for _ in range(2))
-        lengths = [it.n_tokens for it in bench.items]
-        computed = sum(
-            batching.padded_length(max(lengths[i] for i in b), setting.pad_multiple) * len(b) for b in batches
-        )
-        tokens = sum(lengths) / seconds
-        lora = bench.cfg.model
-        targets = lora.lora_targets if isinstance(lora.lora_targets, str) else ",".join(lora.lora_targets)
-        name = f"{setting.name}, after {warm_up:.0f} s compiling" if setting.compile else setting.name
-        lines.append(
-            f"| {name} | {setting.batch_size} | {setting.pad_multiple} | {lora.lora_r}, {lora.lora_dropout:g}, "
-            f"{targets} | {len(lengths) / seconds:.1f} | {tokens:.0f} | {computed / sum(lengths):.2f} | "
-            f"{4 * params * tokens / (peak * 1e9):.3f} |"
-        )
-        print(lines[-1], flush=True)
-        del bench
-        gc.collect()
-    batching.PAD_MULTIPLE = default_multiple
-    modeling.CPU_MATH_ATTENTION_MAX_LENGTH = SWEEP[0].math_attention_up_to
-    loop.CPU_MICRO_BATCH_TOKENS = SWEEP[0].micro_batch_tokens
-    lines += [
-        "",
-        "Inference over the same rows, defaults, LoRA merged; batches of at most 64 rows and:",
-        "",
-        "| padded tokens per batch at most | samples/s | real tokens/s | useful FLOP/s / peak |",
-        "| --- | ---: | ---: | ---: |",
-    ]
+    finally:
+        batching.PAD_MULTIPLE, modeling.CPU_MATH_ATTENTION_MAX_LENGTH, loop.CPU_MICRO_BATCH_TOKENS = defaults
+    lengths = [it.n_tokens for it in bench.items]
+    computed = sum(batching.padded_length(max(lengths[i] for i in b), setting.pad_multiple) * len(b) for b in batches)
+    tokens = sum(lengths) / seconds
+    lora = bench.cfg.model
+    targets = lora.lora_targets if isinstance(lora.lora_targets, str) else ",".join(lora.lora_targets)
+    row = {
+        "setting": f"{setting.name}, after {warm_up:.0f} s compiling" if setting.compile else setting.name,
+        "batch": setting.batch_size,
+        "pad_multiple": setting.pad_multiple,
+        "lora": f"{lora.lora_r}, {lora.lora_dropout:g}, {targets}",
+        "samples_per_s": len(lengths) / seconds,
+        "real_tokens_per_s": tokens,
+        "computed_per_real_token": computed / sum(lengths),
+        "peak_fraction": 4 * params * tokens / (peak * 1e9),
+    }
+    print(row, flush=True)
+    del bench
+    gc.collect()
+    return row
+
+
+def inference_budgets(model: str, rows: int, peak: float, params: int) -> list[dict]:
+    """Samples/s of the merged default model per padded-token budget, the faster of two passes each (the first
+    meets this budget's batch shapes first)."""
     bench = Bench.build(model, rows, {})
     bench.model.merge_adapters()
     cpu = torch.device("cpu")
     item_logits(bench.model, bench.items[:64], bench.pad_id, 64, cpu)  # warm-up
     tokens = sum(it.n_tokens for it in bench.items)
+    found = []
     for budget in INFERENCE_SWEEP:
         seconds = float("inf")
-        for _ in range(2):  # the faster of two passes: the first meets this budget's batch shapes first
+        for _ in range(2):
             start = time.perf_counter()
             item_logits(bench.model, bench.items, bench.pad_id, 64, cpu, max_tokens=budget)
             seconds = min(seconds, time.perf_counter() - start)
         name = "no limit" if budget == NO_LIMIT else str(budget)
-        name += " (CPU default)" if budget == CPU_BATCH_TOKENS else ""
-        lines.append(
-            f"| {name} | {len(bench.items) / seconds:.1f} | {tokens / seconds:.0f} | "
-            f"{2 * params * tokens / seconds / (peak * 1e9):.3f} |"
-        )
-        print(lines[-1], flush=True)
-    return "\n".join(lines) + "\n"
+        row = {
+            "budget": name + (" (CPU default)" if budget == CPU_BATCH_TOKENS else ""),
+            "samples_per_s": len(bench.items) / seconds,
+            "real_tokens_per_s": tokens / seconds,
+            "peak_fraction": 2 * params * tokens / seconds / (peak * 1e9),
+        }
+        print(row, flush=True)
+        found.append(row)
+    return found
 
 
 SHAPES = [(1, 16), (2, 16), (4, 16), (8, 16), (16, 16), (16, 8), (16, 24)]
 """(rows, padded width) of the training steps that --shapes times: few rows, then SST-2's typical batches."""
 
 
-def shapes(model: str, rows: int) -> str:
+def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
     """Seconds per training step against computed tokens, for batches of real SST-2 rows of one padded width,
     and the least-squares line through them: what a step costs whatever its size, and what each token adds."""
-    peak = bf16_matmul_gflops()
-    params = non_embedding_params(model)
+    peak, params = bf16_matmul_gflops(), non_embedding_params(model)
     bench = Bench.build(model, rows, {})
-    by_width: dict[int, list[int]] = {}
-    for i, item in enumerate(bench.items):
-        by_width.setdefault(batching.padded_length(item.n_tokens, batching.PAD_MULTIPLE), []).append(i)
-    points = []
-    for n, width in SHAPES:
-        batch = by_width.get(width, [])[:n]
-        if len(batch) < n:
-            raise SystemExit(f"--rows {rows}: fewer than {n} SST-2 rows of padded width {width}; load more rows")
-        bench.step(batch)  # warm-up: this shape's first-call allocations and kernel selection
-        points.append((n, width, min(sum(bench.step(batch)) for _ in range(3)), bench.saved_mb(batch)))
-    tokens = [float(n * width) for n, width, _, _ in points]
-    fixed, per_token = fit_line(tokens, [s for _, _, s, _ in points])
-    _, saved_per_token = fit_line(tokens, [mb for _, _, _, mb in points])
+    points = [{"rows": n, "width": width, **time_shape(bench, n, width)} for n, width in SHAPES]
+    tokens = [float(p["rows"] * p["width"]) for p in points]
+    fixed, per_token = fit_line(tokens, [p["seconds"] for p in points])
+    _, saved_per_token = fit_line(tokens, [p["saved_mb"] for p in points])
     lengths = [it.n_tokens for it in bench.items]
     mean_width = sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
     typical = 16 * mean_width
     lines = [
-        f"`python benchmarks/profile_step.py --shapes --rows {rows}` — {model}, {machine()}, "
-        f"{date.today().isoformat()}; "
-        f"training steps (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, the fastest of "
-        f"three after a warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s.",
+        started.header(
+            f"{model}; training steps (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, the "
+            f"fastest of three after a warm-up step; bf16 matmul peak measured {peak:.0f} GFLOP/s."
+        ),
         "",
         "| rows x padded width | computed tokens | seconds per step | useful FLOP/s / peak (computed tokens) "
         "| MB saved for backward |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for n, width, secs, mb in points:
-        fraction = 4 * params * n * width / secs / (peak * 1e9)
-        lines.append(f"| {n} x {width} | {n * width} | {secs:.3g} | {fraction:.3g} | {mb:.3g} |")
+    for p in points:
+        n, width = p["rows"], p["width"]
+        fraction = 4 * params * n * width / p["seconds"] / (peak * 1e9)
+        lines.append(f"| {n} x {width} | {n * width} | {p['seconds']:.3g} | {fraction:.3g} | {p['saved_mb']:.3g} |")
     lines += [
         "",
         f"Least-squares line: a step costs {fixed:.3f} s plus {per_token * 1e3:.2f} ms per computed token. At the "
@@ -346,7 +356,21 @@ def shapes(model: str, rows: int) -> str:
         "",
         half_peak_bound(fixed, per_token, 4 * params / (peak * 1e9), saved_per_token),
     ]
-    return "\n".join(lines) + "\n"
+    figures = {"model": model, "bf16_matmul_gflops": peak, "steps": points, "fixed_seconds": fixed}
+    figures |= {"seconds_per_token": per_token, "saved_mb_per_token": saved_per_token}
+    return figures, "\n".join(lines) + "\n"
+
+
+def time_shape(bench: Bench, n: int, width: int) -> dict[str, float]:
+    """The fastest of three steps on `n` rows of padded width `width` (after a warm-up step: this shape's
+    first-call allocations and kernel selection), and the MB its forward pass keeps for backward."""
+    batch = [
+        i for i, item in enumerate(bench.items) if batching.padded_length(item.n_tokens, batching.PAD_MULTIPLE) == width
+    ][:n]
+    if len(batch) < n:
+        raise SystemExit(f"--rows {len(bench.items)}: fewer than {n} SST-2 rows of padded width {width}; load more")
+    bench.step(batch)
+    return {"seconds": min(sum(bench.step(batch)) for _ in range(3)), "saved_mb": bench.saved_mb(batch)}
 
 
 def fit_line(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -373,7 +397,7 @@ def half_peak_bound(fixed: float, per_token: float, token_at_peak: float, saved_
     )
 
 
-def optimizer_steps(model: str) -> str:
+def optimizer_steps(model: str, started: record.Record) -> tuple[dict, str]:
     """Milliseconds per AdamW step, fused vs foreach, on the model's trainable tensors with fixed random
     gradients: median of ten rounds of five steps, the two optimizers taking turns."""
     bench = Bench.build(model, 16, {})
@@ -389,43 +413,46 @@ def optimizer_steps(model: str) -> str:
                 optimizer.step()
             rounds[name].append((time.perf_counter() - start) / 5 * 1e3)
     count = sum(p.numel() for p in bench.trainable)
+    ms = {name: statistics.median(times[1:]) for name, times in rounds.items()}
     lines = [
-        f"`python benchmarks/profile_step.py --optimizer` — {model}, {machine()}, {date.today().isoformat()}; "
-        f"AdamW over the {len(bench.trainable)} trainable tensors ({count / 1e6:.1f} M parameters) of the "
-        "model with lsllama's default LoRA, fixed random gradients; median of ten rounds of five steps.",
+        started.header(
+            f"{model}; AdamW over the {len(bench.trainable)} trainable tensors ({count / 1e6:.1f} M parameters) of "
+            "the model with lsllama's default LoRA, fixed random gradients; median of ten rounds of five steps."
+        ),
         "",
         "| AdamW | ms per step |",
         "| --- | ---: |",
+        *(f"| {name} | {value:.1f} |" for name, value in ms.items()),
     ]
-    lines += [f"| {name} | {statistics.median(times[1:]):.1f} |" for name, times in rounds.items()]
-    return "\n".join(lines) + "\n"
+    figures = {"model": model, "tensors": len(bench.trainable), "parameters": count, "ms_per_step": ms}
+    return figures, "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--lora-dropout", type=float, default=None, help="default: the package default")
-    parser.add_argument("--sweep", action="store_true", help="samples/s: defaults, then one lever at a time")
-    parser.add_argument("--shapes", action="store_true", help="seconds per step against batch size: fixed cost")
-    parser.add_argument("--optimizer", action="store_true", help="the AdamW step alone: fused vs foreach")
-    parser.add_argument("--out", type=Path, help="the table's file (default: benchmarks/results/profile_<mode>.md)")
-    args = parser.parse_args()
-    modes = {
-        "sweep": lambda: sweep(args.model, args.rows),
-        "shapes": lambda: shapes(args.model, args.rows),
-        "optimizer": lambda: optimizer_steps(args.model),
-    }
-    mode = next((name for name in modes if getattr(args, name)), None)
-    if mode:
-        table = modes[mode]()
-        out = args.out or HERE / "results" / f"profile_{mode}.md"
-        out.write_text(table)
-        print(table)
-        return
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--sweep", action="store_true", help="samples/s: defaults, then one lever at a time")
+    modes.add_argument("--shapes", action="store_true", help="seconds per step against batch size: fixed cost")
+    modes.add_argument("--optimizer", action="store_true", help="the AdamW step alone: fused vs foreach")
+    args = parser.parse_args(argv)
+    started = record.Record.start(__name__, argv)
+    if args.sweep:
+        started.write("profile_sweep", *sweep(args.model, args.rows, started), args.out)
+    elif args.shapes:
+        started.write("profile_shapes", *shapes(args.model, args.rows, started), args.out)
+    elif args.optimizer:
+        started.write("profile_optimizer", *optimizer_steps(args.model, started), args.out)
+    else:
+        profile_steps(args)
 
+
+def profile_steps(args: argparse.Namespace) -> None:
+    """Print seconds per step, memory after each step and torch.profiler's top operators (nothing written)."""
     print(f"before the model: RSS {rss_mb():.0f} MB")
     bench = Bench.build(args.model, args.rows, {} if args.lora_dropout is None else {"lora_dropout": args.lora_dropout})
     model, items, cfg = bench.model, bench.items, bench.cfg
@@ -458,7 +485,3 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             model(enc["input_ids"], enc["attention_mask"])
     print("inference, one batch of 64:\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
-
-
-if __name__ == "__main__":
-    main()

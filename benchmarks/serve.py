@@ -1,38 +1,33 @@
 """Throughput and latency of `lsllama serve`, with and without batching.
 
-    python benchmarks/serve.py [--run RUN] [--requests 400] [--concurrency 32]
+    python -m benchmarks serve [--run RUN] [--requests 400] [--concurrency 32]
 
 Each setting starts `lsllama serve` in a child process (its own interpreter, so this client does not
 compete with the server for the GIL), warms it up, then `--concurrency` clients send one-text requests
 (SST-2 validation sentences) until `--requests` are answered; latency is per request, as the client
 sees it. "batched" is the server's default batching; "unbatched" is `--max-batch-size 1`. Without
 `--run`, a quick run of the default model (SmolLM2-135M, 200 SST-2 training rows, one epoch) is trained
-once and cached under benchmarks/cache/. Writes benchmarks/results/serve.json and .md; the last line
-printed is one JSON object.
+once and cached under benchmarks/cache/. Writes benchmarks/results/serve.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import machine  # noqa: E402
+from benchmarks import record
 
-CACHED_RUN = HERE / "cache" / "serve-smollm2-sst2-200"
+CACHED_RUN = record.CACHE / "serve-smollm2-sst2-200"
 
 
 def default_run() -> Path:
@@ -122,16 +117,16 @@ def measure(run: Path, options: list[str], texts: list[str], args: argparse.Name
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--run", type=Path, help="a trained run or export folder (default: a cached quick run)")
     parser.add_argument("--requests", type=int, default=400, help="measured requests per setting")
     parser.add_argument("--concurrency", type=int, default=32, help="clients sending at the same time")
     parser.add_argument("--warmup", type=int, default=64, help="requests before measuring")
     parser.add_argument("--max-batch-size", type=int, default=32, help="the batched setting's batch limit")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the batched setting's wait window")
-    args = parser.parse_args()
-
+    args = parser.parse_args(argv)
+    started = record.Record.start(__name__, argv)
     run = args.run or default_run()
     texts = sst2_texts()
     settings = {
@@ -139,6 +134,7 @@ def main() -> None:
         "unbatched": ["--max-batch-size", "1"],
     }
     results = {name: measure(run, options, texts, args) for name, options in settings.items()}
+    repo = record.BENCHMARKS.parent
     summary = {
         "batched_requests_per_s": results["batched"]["requests_per_s"],
         "unbatched_requests_per_s": results["unbatched"]["requests_per_s"],
@@ -148,26 +144,20 @@ def main() -> None:
         "unbatched_p50_ms": results["unbatched"]["p50_ms"],
         "unbatched_p99_ms": results["unbatched"]["p99_ms"],
         "failures": results["batched"]["failures"] + results["unbatched"]["failures"],
-        "run": str(run.resolve().relative_to(HERE.parent)) if run.resolve().is_relative_to(HERE.parent) else str(run),
+        "run": str(run.resolve().relative_to(repo)) if run.resolve().is_relative_to(repo) else str(run),
         "requests": args.requests,
         "concurrency": args.concurrency,
         "settings": results,
-        "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:]),
-        "machine": machine(),
-        "date": date.today().isoformat(),
     }
-    folder = HERE / "results"
-    folder.mkdir(exist_ok=True)
-    (folder / "serve.json").write_text(json.dumps(summary, indent=2))
-    (folder / "serve.md").write_text(markdown(summary))
-    print(markdown(summary))
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}))
+    started.write("serve", summary, markdown(summary, started), args.out)
 
 
-def markdown(s: dict) -> str:
+def markdown(s: dict, started: record.Record) -> str:
     lines = [
-        f"`{s['command'].strip()}` — {s['machine']}, {s['date']}; run `{s['run']}`; {s['requests']} one-text "
-        f"requests per setting from {s['concurrency']} concurrent clients (SST-2 validation sentences).",
+        started.header(
+            f"run `{s['run']}`; {s['requests']} one-text requests per setting from {s['concurrency']} concurrent "
+            "clients (SST-2 validation sentences)."
+        ),
         "",
         "| setting | server options | requests/s | p50 latency (ms) | p99 latency (ms) | mean batch | failures |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -178,7 +168,3 @@ def markdown(s: dict) -> str:
             f"| {r['mean_batch']:.1f} | {r['failures']} |"
         )
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    main()

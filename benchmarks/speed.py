@@ -1,6 +1,6 @@
 """Training and inference speed of lsllama against the official LS-LLaMA recipe, side by side.
 
-    python benchmarks/speed.py [--quick]
+    python -m benchmarks speed [--quick]
 
 One command, same SST-2 rows, same model (the default SmolLM2-135M), three recipes: the official one,
 lsllama's defaults, and lsllama with the official recipe's adapter (see `WORKERS`). Each runs in a child
@@ -8,12 +8,11 @@ process of this one so that its peak RSS is its own; the bf16 matmul rate that t
 compared with is measured in this run too. Useful FLOPs count real (non-pad) tokens only:
 4 x non-embedding parameters per token for LoRA training (forward, backward through activations,
 no weight gradients for frozen weights: ~2x + ~2x), 2 x for inference. Writes
-benchmarks/results/speed[_quick].json and .md; the last line printed is one JSON object.
+benchmarks/results/speed[_quick].json and .md (benchmarks/record.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -21,12 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.hardware import bf16_matmul_gflops, machine  # noqa: E402
+from benchmarks import record
+from benchmarks.hardware import bf16_matmul_gflops, non_embedding_params
 
 FULL = {"rows": 2000, "epochs": 1.0}
 QUICK = {"rows": 600, "epochs": 1.0}
@@ -93,63 +90,50 @@ def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> 
 def run_worker(name: str, rows: int, epochs: float, workdir: Path) -> dict:
     """Run one recipe in a child process; returns its measurements and its own peak RSS."""
     out = workdir / f"{name}.json"
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        name,
-        "--rows",
-        str(rows),
-        "--epochs",
-        str(epochs),
-        "--workdir",
-        str(workdir),
-    ]
-    subprocess.run(cmd, check=True, env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
+    cmd = [sys.executable, "-m", "benchmarks", "speed", "--worker", name, "--rows", str(rows), "--epochs", str(epochs)]
+    cmd += ["--workdir", str(workdir)]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    subprocess.run(cmd, check=True, env=env, cwd=record.BENCHMARKS.parent)
     return json.loads(out.read_text())
 
 
-def non_embedding_params(model: str = "smollm2-135m") -> int:
-    from transformers import AutoConfig
-
-    from lsllama.modeling.loading import model_source, tiny_family, tiny_random_config
-
-    if tiny_family(model):
-        cfg = tiny_random_config(1, None, tiny_family(model))
-    else:
-        cfg = AutoConfig.from_pretrained(model_source(model))
-    h, i, n = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
-    return n * (2 * h * h + 2 * h * kv + 3 * h * i)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str]) -> None:
+    parser = record.parser(__name__, __doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rows (<= 6 minutes here)")
-    parser.add_argument("--worker", choices=WORKERS)
+    parser.add_argument("--worker", choices=WORKERS, help="(internal) run one recipe in this process")
     parser.add_argument("--rows", type=int)
     parser.add_argument("--epochs", type=float)
-    parser.add_argument("--workdir", type=Path)
-    args = parser.parse_args()
-
+    parser.add_argument("--workdir", type=Path, help="(internal) where a worker leaves its measurements")
+    args = parser.parse_args(argv)
     if args.worker:
-        if args.worker == "official":
-            measured = worker_official(args.rows, args.epochs, args.workdir)
-        else:
-            from benchmarks.official_recipe import ADAPTER
-
-            overrides = {"model": ADAPTER} if args.worker == "lsllama_adapter" else {}
-            measured = worker_lsllama(args.rows, args.epochs, args.workdir / args.worker, overrides)
-        measured["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        (args.workdir / f"{args.worker}.json").write_text(json.dumps(measured))
+        worker(args.worker, args.rows, args.epochs, args.workdir)
         return
-
+    run = record.Record.start(__name__, argv)
     setting = QUICK if args.quick else FULL
     rows, epochs = args.rows or setting["rows"], args.epochs or setting["epochs"]
     peak = bf16_matmul_gflops()
     params = non_embedding_params()
     with tempfile.TemporaryDirectory() as tmp:
         runs = {name: run_worker(name, rows, epochs, Path(tmp)) for name in WORKERS}
+    summary = {**compare(runs, params, peak), "rows": rows, "epochs": epochs, "runs": runs}
+    run.write("speed_quick" if args.quick else "speed", summary, markdown(summary, run), args.out)
+
+
+def worker(name: str, rows: int, epochs: float, workdir: Path) -> None:
+    """One recipe, in this (child) process: its measurements and peak RSS into WORKDIR/NAME.json."""
+    if name == "official":
+        measured = worker_official(rows, epochs, workdir)
+    else:
+        from benchmarks.official_recipe import ADAPTER
+
+        overrides = {"model": ADAPTER} if name == "lsllama_adapter" else {}
+        measured = worker_lsllama(rows, epochs, workdir / name, overrides)
+    measured["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (workdir / f"{name}.json").write_text(json.dumps(measured))
+
+
+def compare(runs: dict[str, dict], params: int, peak: float) -> dict:
+    """Rates per recipe (added to `runs`), and lsllama's against the official recipe's."""
     for m in runs.values():
         m["train_samples_per_s"] = m["train_samples"] / m["train_seconds"]
         m["train_real_tokens_per_s"] = m["train_real_tokens"] / m["train_seconds"]
@@ -158,7 +142,7 @@ def main() -> None:
         m["train_peak_fraction"] = 4 * params * m["train_real_tokens_per_s"] / (peak * 1e9)
         m["eval_peak_fraction"] = 2 * params * m["eval_real_tokens_per_s"] / (peak * 1e9)
     official, ours, same = runs["official"], runs["lsllama"], runs["lsllama_adapter"]
-    summary = {
+    return {
         "train_speedup": ours["train_samples_per_s"] / official["train_samples_per_s"],
         "eval_speedup": ours["eval_samples_per_s"] / official["eval_samples_per_s"],
         "train_peak_fraction": ours["train_peak_fraction"],
@@ -175,23 +159,10 @@ def main() -> None:
         "official_padding_fraction": 1 - official["train_real_tokens"] / official["train_computed_tokens"],
         "bf16_matmul_gflops": peak,
         "non_embedding_params": params,
-        "rows": rows,
-        "epochs": epochs,
-        "runs": runs,
-        "command": "python benchmarks/speed.py" + (" --quick" if args.quick else ""),
-        "machine": machine(),
-        "date": date.today().isoformat(),
     }
-    results = HERE / "results"
-    results.mkdir(exist_ok=True)
-    stem = "speed_quick" if args.quick else "speed"
-    (results / f"{stem}.json").write_text(json.dumps(summary, indent=2))
-    (results / f"{stem}.md").write_text(markdown(summary))
-    print(markdown(summary))
-    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}))
 
 
-def markdown(s: dict) -> str:
+def markdown(s: dict, run: record.Record) -> str:
     runs = s["runs"]
     measures = [
         ("train samples/s", "train_samples_per_s", True),
@@ -204,21 +175,19 @@ def markdown(s: dict) -> str:
         ("peak RSS (MB)", "peak_rss_mb", False),
     ]
     lines = [
-        f"`{s['command']}` — {s['machine']}, {s['date']}; SST-2, {s['rows']} training rows, {s['epochs']:g} epoch; "
-        f"bf16 matmul peak measured {s['bf16_matmul_gflops']:.0f} GFLOP/s; "
-        f"official recipe padding: {100 * s['official_padding_fraction']:.0f}% of computed tokens.",
+        run.header(
+            f"SST-2, {s['rows']} training rows, {s['epochs']:g} epoch; bf16 matmul peak measured "
+            f"{s['bf16_matmul_gflops']:.0f} GFLOP/s; official recipe padding: "
+            f"{100 * s['official_padding_fraction']:.0f}% of computed tokens."
+        ),
         "",
         "| measure | official recipe | lsllama (defaults) | ratio | lsllama, official's adapter | ratio |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, key, ratio in measures:
         cells = [f"{runs['official'][key]:.3g}"]
-        for worker in WORKERS[1:]:
-            value = runs[worker][key]
+        for recipe in WORKERS[1:]:
+            value = runs[recipe][key]
             cells += [f"{value:.3g}", f"{value / runs['official'][key]:.2f}x" if ratio else ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,5 @@
-"""Benchmark scripts that need hardware we lack in CI still run, on tiny configurations."""
+"""Benchmarks (`python -m benchmarks NAME`) that need hardware or hours we lack in CI still run, on tiny
+configurations, and leave their records as benchmarks/record.py writes them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,27 +18,42 @@ from lsllama.config import ModelConfig
 from .conftest import DATA_ROOT, REPO
 
 
-def test_gpu_benchmark_runs_on_a_tiny_config_on_cpu():
+def benchmark(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m benchmarks ARGS` from the repository root; asserts it succeeded."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tiny", "--steps", "1", "--batches", "2x8", "4x16"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
+        [sys.executable, "-m", "benchmarks", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc
+
+
+def test_the_entry_point_lists_every_benchmark_and_refuses_an_unknown_one():
+    from benchmarks.__main__ import COMMANDS
+
+    listing = benchmark("--help").stdout
+    assert all(f"  {name} " in listing for name in COMMANDS)
+    unknown = subprocess.run([sys.executable, "-m", "benchmarks", "nope"], capture_output=True, text=True, cwd=REPO)
+    assert unknown.returncode == 2 and "no benchmark 'nope'" in unknown.stderr
+
+
+def test_gpu_benchmark_runs_on_a_tiny_config_on_cpu_and_writes_its_record(tmp_path: Path):
+    args = ["gpu", "--tiny", "--steps", "1", "--batches", "2x8", "4x16", "--out", str(tmp_path)]
+    summary = json.loads(benchmark(*args).stdout.strip().splitlines()[-1])
     assert [r["batch"] for r in summary["rows"]] == [2, 4]
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in summary["rows"])
+    assert json.loads((tmp_path / "gpu.json").read_text()) == summary
+    assert summary["command"] == "python -m benchmarks " + " ".join(args)
+    assert summary["machine"] and re.fullmatch(r"\d{4}-\d\d-\d\d", summary["date"])
+    table = (tmp_path / "gpu.md").read_text()
+    assert table.startswith(f"`{summary['command']}` — {summary['machine']}, {summary['date']}; tiny shapes")
+    assert "| 4 x 16 |" in table
 
 
 def profile_step(mode: str, rows: int, tmp_path: Path) -> tuple[str, list[list[str]]]:
-    """benchmarks/profile_step.py --MODE on the tiny model: the text it wrote and its tables' rows (headers too)."""
-    out = tmp_path / f"{mode}.md"
-    command = [sys.executable, "benchmarks/profile_step.py", f"--{mode}", "--model", "tiny-random", "--rows", str(rows)]
-    proc = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    text = out.read_text()
+    """`profile_step --MODE` on the tiny model: the text it wrote and its tables' rows (headers too)."""
+    benchmark("profile_step", f"--{mode}", "--model", "tiny-random", "--rows", str(rows), "--out", str(tmp_path))
+    text = (tmp_path / f"profile_{mode}.md").read_text()
+    assert json.loads((tmp_path / f"profile_{mode}.json").read_text())["model"] == "tiny-random"
     lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     return text, [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
 
@@ -73,6 +90,16 @@ def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
     saved = {r[0]: float(r[4]) for r in table}
     assert 0 < saved["1 x 16"] < saved["2 x 16"] < saved["4 x 16"] < saved["8 x 16"] < saved["16 x 16"]
     assert re.search(r"Half the matmul peak needs .* of at least \d+ computed tokens|no step size reaches half", text)
+
+
+def test_the_matmul_peak_is_measured_within_its_time_budget():
+    """On a CPU without bf16 matmul units one 2048 x 2048 product takes tens of seconds: the measurement
+    shrinks its products rather than spending minutes before a tiny-model run even starts."""
+    from benchmarks.hardware import bf16_matmul_gflops
+
+    start = time.perf_counter()
+    assert bf16_matmul_gflops(seconds=0.5) > 0
+    assert time.perf_counter() - start < 15
 
 
 def test_half_peak_bound_solves_the_fitted_line():
@@ -142,7 +169,9 @@ def test_headline_table_is_computed_from_the_benchmark_records():
 def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_path: Path):
     command = [
         sys.executable,
-        "benchmarks/ablation.py",
+        "-m",
+        "benchmarks",
+        "ablation",
         "--model",
         "tiny-random",
         "--setting",
@@ -177,7 +206,7 @@ def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_compile_payoff_times_both_runs_and_resumes_from_its_cache(tmp_path: Path):
-    command = [sys.executable, "benchmarks/compile_payoff.py", "--model", "tiny-random", "--steps", "2"]
+    command = [sys.executable, "-m", "benchmarks", "compile_payoff", "--model", "tiny-random", "--steps", "2"]
     command += ["--out", str(tmp_path)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -185,7 +214,10 @@ def test_compile_payoff_times_both_runs_and_resumes_from_its_cache(tmp_path: Pat
     assert (summary["eager"]["compiled"], summary["compiled"]["compiled"]) == (False, True)
     assert summary["eager"]["steps"] == summary["compiled"]["steps"] == 2
     assert summary["speedup_including_compilation"] == summary["eager"]["seconds"] / summary["compiled"]["seconds"]
-    assert "--steps 2 --model tiny-random" in (tmp_path / "compile_payoff.md").read_text()
+    assert (
+        f"`python -m benchmarks compile_payoff --model tiny-random --steps 2 --out {tmp_path}` — "
+        in (tmp_path / "compile_payoff.md").read_text()
+    )
     cached = tmp_path / "cache" / "tiny-random-2-compile.json"
     cached.write_text(json.dumps({**summary["compiled"], "seconds": 1234.0}))
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)

@@ -3,7 +3,8 @@
 A run folder is often all that is left of an experiment; the card lets someone without lsllama see
 what was trained on what, with which settings, how well it did, and how to use it. Everything is read
 from config.yaml, labels.json, results.json, metrics.jsonl and report/, so writing the card again
-after `lsllama evaluate` picks up the new report.
+after `lsllama evaluate` picks up the new report. The Markdown is a Jinja template shipped with the
+package (templates/model_card.md), rendered by huggingface_hub's ModelCard with the hub metadata on top.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
+from huggingface_hub import ModelCard, ModelCardData
 
 from lsllama.config import RunConfig, metric_names
 from lsllama.modeling.loading import BUILTIN_MODELS
@@ -20,6 +21,7 @@ from lsllama.run import CONFIG, WEIGHTS, RunFolder, atomic_write_text
 
 CARD = "README.md"
 REPORT = "report"
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 HUB_IDS = {"smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 """Built-in model names that are a hub model under another name (`tiny-random` is none)."""
 PIPELINE_TAGS = {"sequence": "text-classification", "token": "token-classification"}
@@ -51,50 +53,14 @@ def attention_text(config: RunConfig) -> str:
     return "causal (LS-LLaMA)"
 
 
-def _columns_text(config: RunConfig) -> str:
-    data = config.data
-    if config.task == "token":
-        return f"`{data.tokens_column}` -> `{data.tags_column}`"
-    pair = f" + `{data.text_pair_column}`" if data.text_pair_column else ""
-    return f"`{data.text_column}`{pair} -> `{data.label_column}`"
-
-
-def _lora_text(config: RunConfig) -> str:
-    model = config.model
-    if model.lora_r <= 0:
-        return "none (only the head is trained)"
-    return f"r {model.lora_r}, alpha {model.lora_alpha}, dropout {model.lora_dropout}, targets {model.lora_targets}"
-
-
-def front_matter(config: RunConfig, library: str) -> str:
+def card_data(config: RunConfig, library: str) -> ModelCardData:
     """Hub metadata, so a pushed folder is indexed under its task, base model and library."""
-    meta: dict[str, Any] = {"library_name": library, "pipeline_tag": PIPELINE_TAGS[config.task]}
-    hub = hub_id(config.model.name)
-    if hub is not None:
-        meta["base_model"] = hub
-    meta["tags"] = ["lsllama", "label-supervised", "lora"]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
-
-
-def _number(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _table(rows: list[tuple[str, Any]]) -> list[str]:
-    return ["| | |", "| --- | --- |", *(f"| {key} | {_number(value)} |" for key, value in rows)]
-
-
-def _metrics_section(title: str, metrics: dict[str, Any], config: RunConfig) -> list[str]:
-    lines = [f"### {title}", ""]
-    headline = [(key, metrics[key]) for key in (*metric_names(config.task, config.data.problem), "n") if key in metrics]
-    lines += _table(headline)
-    per_label = metrics.get("per_class") or metrics.get("per_type")
-    if per_label:
-        lines += ["", "| label | precision | recall | f1 | support |", "| --- | ---: | ---: | ---: | ---: |"]
-        for name, scores in per_label.items():
-            values = " | ".join(_number(scores[key]) for key in ("precision", "recall", "f1", "support"))
-            lines.append(f"| {name} | {values} |")
-    return [*lines, ""]
+    return ModelCardData(
+        library_name=library,
+        pipeline_tag=PIPELINE_TAGS[config.task],
+        base_model=hub_id(config.model.name),
+        tags=["lsllama", "label-supervised", "lora"],
+    )
 
 
 def _thresholds_text(run: RunFolder, labels: list[str]) -> str:
@@ -106,141 +72,61 @@ def _thresholds_text(run: RunFolder, labels: list[str]) -> str:
     return ", ".join(f"`{name}` {value:.3f}" for name, value in zip(labels, values, strict=True))
 
 
-def card_body(run: RunFolder, title: str, usage: list[str], link_prefix: str = "") -> str:
-    """Everything but the front matter. `usage` (markdown lines) follows the summary, because how to load
-    the folder is what a reader needs first; links to the run's files get `link_prefix` (an export keeps
-    the run in a subfolder)."""
-    config = run.config()
-    labels = run.labels()
-    results = run.results() if run.finished else {}
-    model, data, train = config.model, config.data, config.train
-    base = base_model_text(model.name)
-    if config.task == "sequence" and data.problem == "regression":
-        summary = (
-            f"A text regressor (one value per text, `{labels[0]}`): the final hidden states of {base} are pooled "
-            f"({model.pooling}) and go through a linear head."
-        )
-    elif config.task == "sequence":
-        kind = "any number of labels per text" if data.problem == "multi_label" else "one label per text"
-        summary = (
-            f"A text classifier ({kind}): the final hidden states of {base} are pooled "
-            f"({model.pooling}) and go through a linear head over {len(labels)} labels."
-        )
-    else:
-        summary = (
-            f"A token classifier (one tag per word): the final hidden state of each word's first sub-token in "
-            f"{base} goes through a linear head over {len(labels)} tags."
-        )
-    lines = [
-        f"# {title}",
-        "",
-        f"{summary} Trained with lsllama: label-supervised finetuning (LS-LLaMA, Li et al. 2023), the decoder "
-        "adapted with LoRA; no prompt, no label words.",
-        "",
-        *usage,
-        "## Model",
-        "",
-        *_table(
-            [
-                ("base model", base_model_text(model.name)),
-                ("task", config.task if config.task == "token" else f"{config.task} ({data.problem})"),
-                ("labels", ", ".join(f"`{name}`" for name in labels)),
-                ("attention", attention_text(config)),
-                *([("pooling", model.pooling)] if config.task == "sequence" else []),
-                *(
-                    [("decision thresholds (tuned on validation)", _thresholds_text(run, labels))]
-                    if config.task == "sequence" and data.problem == "multi_label"
-                    else []
-                ),
-                ("LoRA", _lora_text(config)),
-                ("precision", model.precision),
-                *([("frozen weights", f"{model.quantization} (QLoRA)")] if model.quantization else []),
-            ]
-        ),
-        "",
-        "## Data",
-        "",
-        *_table(
-            [
-                ("data", f"`{data.data or data.train_file}`"),
-                *([("validation file", f"`{data.validation_file}`")] if data.validation_file else []),
-                ("columns", _columns_text(config)),
-                ("max length (tokens)", data.max_length),
-                *([("longer texts", data.long_text)] if config.task == "sequence" else []),
-                ("training examples", results.get("train_examples", "?")),
-                ("validation examples", results.get("validation_examples", "?")),
-                *([("sampled from training split", data.max_train_samples)] if data.max_train_samples else []),
-            ]
-        ),
-        "",
-        "## Training",
-        "",
-        *_table(
-            [
-                ("epochs", train.epochs),
-                ("learning rate", train.learning_rate),
-                ("batch", f"{train.max_tokens} padded tokens" if train.max_tokens else f"{train.batch_size} examples"),
-                ("seed", train.seed),
-                ("optimizer steps", results.get("global_step", "?")),
-                (f"best step (validation {train.metric_for_best})", results.get("best_step", "?")),
-                *([("stopped early", "yes")] if results.get("stopped_early") else []),
-            ]
-        ),
-        "",
-        "## Results",
-        "",
-    ]
+def _metrics_section(title: str, metrics: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """One results table: the task's headline metrics, then per-label scores where there are any."""
+    keys = (*metric_names(config.task, config.data.problem), "n")
+    return {
+        "title": title,
+        "headline": [(key, metrics[key]) for key in keys if key in metrics],
+        "per_label": metrics.get("per_class") or metrics.get("per_type"),
+    }
+
+
+def _results_sections(run: RunFolder, results: dict[str, Any], config: RunConfig) -> list[dict[str, Any]]:
+    """Validation (the split the model was selected on), then each split `lsllama evaluate` reported."""
+    sections = []
     if results.get("validation"):
-        lines += _metrics_section("validation (model selection)", results["validation"], config)
-    reports = sorted(run.file(REPORT).glob("*_metrics.json")) if run.file(REPORT).is_dir() else []
-    for path in reports:
+        sections.append(_metrics_section("validation (model selection)", results["validation"], config))
+    report = run.file(REPORT)
+    for path in sorted(report.glob("*_metrics.json")) if report.is_dir() else []:
         split = path.name.removesuffix("_metrics.json")
-        lines += _metrics_section(f"{split} (`lsllama evaluate`)", json.loads(path.read_text()), config)
-    if not results and not reports:
-        lines += ["No results yet: training has not finished.", ""]
-    plots = sorted(run.file(REPORT).glob("*.png")) if run.file(REPORT).is_dir() else []
-    if plots:
-        lines += ["## Plots", ""]
-        lines += [f"![{p.stem.replace('_', ' ')}]({link_prefix}{REPORT}/{p.name})" for p in plots]
-        lines.append("")
-    lines += [
-        "## Configuration",
-        "",
-        f"<details><summary>{CONFIG} (every setting; rebuilding the model reads it)</summary>",
-        "",
-        "```yaml",
-        run.file(CONFIG).read_text().rstrip(),
-        "```",
-        "",
-        "</details>",
-        "",
-    ]
-    return "\n".join(lines)
+        sections.append(_metrics_section(f"{split} (`lsllama evaluate`)", json.loads(path.read_text()), config))
+    return sections
+
+
+def model_card(
+    run: RunFolder, title: str, library: str = "lsllama", usage: list[str] | None = None, link_prefix: str = ""
+) -> str:
+    """The card's text. `usage` (markdown lines; default: how to use the run folder with lsllama) follows the
+    summary, because how to load the folder is what a reader needs first; links to the run's files get
+    `link_prefix` (an export keeps the run in a subfolder)."""
+    config, labels = run.config(), run.labels()
+    results = run.results() if run.finished else {}
+    multi_label = config.task == "sequence" and config.data.problem == "multi_label"
+    report = run.file(REPORT)
+    card = ModelCard.from_template(
+        card_data(config, library),
+        template_path=str(TEMPLATE),
+        title=title,
+        usage=None if usage is None else "\n".join(usage).rstrip("\n") + "\n",
+        link_prefix=link_prefix,
+        config=config,
+        labels=labels,
+        results=results,
+        base=base_model_text(config.model.name),
+        attention=attention_text(config),
+        thresholds=_thresholds_text(run, labels) if multi_label else None,
+        sections=_results_sections(run, results, config),
+        plots=sorted(report.glob("*.png")) if report.is_dir() else [],
+        config_yaml=run.file(CONFIG).read_text().rstrip(),
+    )
+    return str(card)
 
 
 def write_model_card(run_dir: str | Path) -> Path:
     """Write (or rewrite) RUN/README.md; returns its path. An export folder's inner run gets the card."""
     run = RunFolder.locate(Path(run_dir))
     run.check_complete()
-    name = run.path.resolve().name
-    usage = [
-        "## Usage",
-        "",
-        "```bash",
-        f"lsllama predict {name} --input texts.txt --output predictions.jsonl",
-        f"lsllama serve {name} --port 8000  # HTTP: POST /predict, docs at /docs",
-        f"lsllama export {name} --output {name}-hf  # a transformers model (see its README)",
-        "```",
-        "",
-        "```python",
-        "from lsllama import Classifier",
-        "",
-        f'clf = Classifier.load("{name}")',
-        "clf.predict([...])" if run.config().task == "sequence" else "clf.predict_entities([...])",
-        "```",
-        "",
-    ]
-    card = front_matter(run.config(), "lsllama") + "\n" + card_body(run, name, usage)
     path = run.file(CARD)
-    atomic_write_text(path, card)
+    atomic_write_text(path, model_card(run, run.path.resolve().name))
     return path

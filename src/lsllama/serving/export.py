@@ -63,7 +63,7 @@ from lsllama.run import (
     atomic_write_text,
     commit_folder,
 )
-from lsllama.serving.card import CARD, REPORT, card_body, front_matter
+from lsllama.serving.card import CARD, REPORT, model_card
 
 RUN_FILES = (CONFIG, LABELS, TOKENIZER, WEIGHTS, RESULTS, LOG, REPORT)
 """What lsllama/ keeps of the run: enough to load it and to show its card (not checkpoints or TensorBoard)."""
@@ -160,8 +160,7 @@ def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False)
             result = Export(output, None, reason)
             usage = lsllama_only_usage(output.name, reason)
         library = "lsllama" if reason else "transformers"
-        card = front_matter(config, library) + "\n" + card_body(run, output.name, usage, f"{EXPORTED_RUN}/")
-        atomic_write_text(tmp / CARD, card)
+        atomic_write_text(tmp / CARD, model_card(run, output.name, library, usage, f"{EXPORTED_RUN}/"))
         commit_folder(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
