@@ -92,6 +92,9 @@ class LabelSupervisedModel(nn.Module):
         self.pooling = pooling
         self.compute_dtype = compute_dtype
         self.problem = problem
+        self.head_from_words = False
+        """Whether the head starts from the model's output rows for the label words (`build_model`): then
+        the untrained model is already a classifier worth scoring (step 0)."""
         if problem == "regression":
             scaling = scaling or TargetScaling(0.0, 1.0)
             self.register_buffer("target_mean", torch.tensor(scaling.mean, dtype=torch.float32))
@@ -252,6 +255,7 @@ def build_model(
     if label_words and cfg.head_init == "label_names" and task == "sequence" and problem != "regression":
         with torch.no_grad():
             model.score.weight.copy_(label_word_rows(backbone, tokenizer, label_words, model_source(cfg.name)))
+        model.head_from_words = True
     model = model if cfg.quantization else model.to(device)
     release_free_heap_pages()
     return model

@@ -316,6 +316,8 @@ class Trainer:
         """Optimizer steps over each epoch's batch plan until the run's total; validation at each epoch's end
         (or every `eval_every` steps), checkpoints after it, early stopping when patience runs out."""
         state, train, validation = self.state, self.cfg.train, bool(self.inputs.val_examples)
+        if validation and state.global_step == 0 and state.last_eval_step != 0 and self.unwrapped.head_from_words:
+            self.evaluate_and_keep_best()  # step 0: the zero-shot classifier the head starts as, kept if never beaten
         self.model.train()
         while state.global_step < self.total_steps and not state.stopped_early:
             batches = self.plan(state.epoch)
