@@ -158,7 +158,7 @@ class TrainConfig:
     compile: bool | None = None
     """torch.compile each decoder layer for training (lsllama/modeling/compilation.py): compilation
     first, faster steps after. Unset: on for single-process CPU runs with at least `COMPILE_AFTER_STEPS`
-    optimizer steps still to run (where it was measured to pay) if inductor can build kernels, off
+    optimizer steps in the whole run (where it was measured to pay) if inductor can build kernels, off
     otherwise (`worth_compiling` has every condition)."""
 
 

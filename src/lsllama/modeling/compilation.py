@@ -41,7 +41,7 @@ def require_inductor(device: torch.device) -> None:
 
 def worth_compiling(cfg: RunConfig, model: nn.Module, steps: int, device: torch.device, world: int) -> bool:
     """`train.compile` True or False is the user's word (True was checked by `require_inductor`). Unset:
-    compile a run with at least `COMPILE_AFTER_STEPS` steps still to run, on CPU, in one process, where it
+    compile a run with at least `COMPILE_AFTER_STEPS` steps in the whole run, on CPU, in one process, where it
     was measured to pay, if the model names its decoder layers and inductor can build kernels here. GPUs
     stay eager unless asked: no GPU measurement backs a default there; nor does one for several processes
     (FSDP, DeepSpeed) or for compilation around gradient checkpointing."""
