@@ -167,3 +167,23 @@ def test_model_card_after_evaluate_and_in_the_export(last_run, tmp_path):
     assert "library_name: transformers" in export_card
     assert "](lsllama/report/learning_curves.png)" in export_card
     assert (tmp_path / "export" / "lsllama" / "report" / "learning_curves.png").is_file()
+
+
+def test_a_template_run_exports_for_lsllama_only_and_reloads_with_its_template(tmp_path):
+    folder = tmp_path / "tpl"
+    write_jsonl(folder / "data" / "train.jsonl", toy_rows(32, 1))
+    write_jsonl(folder / "data" / "validation.jsonl", toy_rows(8, 2))
+    cfg = build_config(
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32"},
+            "data": {"data": str(folder / "data"), "template": "{text}\nIs it {labels}?"},
+            "train": {"epochs": 1, "batch_size": 8, "tensorboard": False},
+        },
+    )
+    Classifier.train(cfg, folder / "run", progress=False)
+    result = export_run(folder / "run", tmp_path / "export")
+    assert result.transformers_class is None and "template" in result.needs_lsllama
+    np.testing.assert_array_equal(
+        Classifier.load(result.path, device="cpu").predict_proba(TEXTS),
+        Classifier.load(folder / "run", device="cpu").predict_proba(TEXTS),
+    )

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from lsllama.config import DataConfig
 from lsllama.data.dataset import Example
 from lsllama.data.windows import assign_words, plan_windows
+from lsllama.errors import UsageError
 
 IGNORE = -100
 PAIR_SEPARATOR = "\n"
@@ -281,4 +282,9 @@ def encode_examples(
     if task == "token":
         return encode_sentences(examples, tokenizer, cfg.max_length, cfg.window_stride, cfg.label_all_subtokens)
     template = template_ids(cfg, tokenizer)
+    if sum(map(len, template)) > cfg.max_length // 2:
+        raise UsageError(
+            f"--template takes {sum(map(len, template))} tokens, over half of --max-length {cfg.max_length}: "
+            "a longer --max-length or a shorter template leaves room for the text"
+        )
     return encode_sequences(examples, tokenizer, cfg.max_length, cfg.long_text, cfg.window_stride, template)

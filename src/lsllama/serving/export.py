@@ -90,6 +90,8 @@ def lsllama_only_reason(config: RunConfig) -> str | None:
             f"{config.model.pooling} pooling: transformers' sequence-classification classes read the last "
             "non-pad token only"
         )
+    if config.data.template is not None:
+        return f"template {config.data.template!r}: transformers' pipelines read the text alone"
     if config.model.unmask_from_layer:
         return (
             f"layer-wise unmasking (layers >= {config.model.unmask_from_layer} bidirectional) runs through "

@@ -1,0 +1,100 @@
+"""The head that starts from the label words, and the template that puts the last token where a label follows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lsllama import Classifier, build_config
+from lsllama.config import DataConfig, ModelConfig
+from lsllama.data.dataset import Example
+from lsllama.data.encoding import encode_examples, template_ids
+from lsllama.errors import UsageError
+from lsllama.modeling.head import label_word_rows
+from lsllama.modeling.model import build_model
+
+from .conftest import toy_rows, write_jsonl
+
+
+def build(tokenizer, head_init: str, words: list[str] | None):
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="tiny-random", precision="fp32", head_init=head_init)
+    return build_model(cfg, "sequence", 2, tokenizer, torch.device("cpu"), label_words=words).eval()
+
+
+def test_the_untrained_head_is_the_language_models_choice_among_single_token_label_words(tokenizer):
+    words = ["good", "bad"]
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"] for w in words]
+    assert all(len(i) == 1 for i in ids)  # single-token words: the head rows are the output rows themselves
+    model = build(tokenizer, "label_names", words)
+    enc = tokenizer(["a wonderful story", "it was terrible"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = model(enc["input_ids"], enc["attention_mask"])
+        hidden = model.backbone(**enc).last_hidden_state
+        last = enc["attention_mask"].cumsum(1).argmax(1)  # the last real token, either padding side
+        expected = hidden[torch.arange(2), last] @ model.backbone.get_input_embeddings().weight[[i[0] for i in ids]].T
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    assert model.head_from_words
+
+
+def test_a_multi_token_label_starts_from_the_mean_of_its_tokens(tokenizer, make_model):
+    model = make_model()
+    rows = label_word_rows(model.backbone, tokenizer, ["Sci/Tech"])
+    ids = tokenizer(" Sci/Tech", add_special_tokens=False)["input_ids"]
+    assert len(ids) > 1
+    torch.testing.assert_close(rows[0], model.backbone.get_input_embeddings().weight[ids].float().mean(0))
+
+
+def test_head_init_random_and_the_token_task_keep_a_random_head(tokenizer):
+    random_head = build(tokenizer, "random", ["good", "bad"])
+    assert not random_head.head_from_words
+    assert random_head.score.weight.std() < 0.05  # normal(0, 0.02), not the embedding rows
+
+
+def test_a_template_wraps_the_text_and_long_texts_are_cut_inside_it(tokenizer):
+    cfg = DataConfig(template="{text}\nIs it {labels}?", labels=["good", "bad"], max_length=24)
+    before, after = template_ids(cfg, tokenizer)
+    assert before == [] and tokenizer.decode(after) == "\nIs it good or bad?"
+    long = Example("x:1", text="word " * 100)
+    items, cut = encode_examples([long, Example("x:2", text="short")], "sequence", tokenizer, cfg)
+    assert cut == 1 and len(items[0].input_ids) == 24
+    assert items[0].input_ids[-len(after) :] == after and items[1].input_ids[-len(after) :] == after
+
+
+def test_a_template_must_leave_room_for_the_text(tokenizer):
+    cfg = DataConfig(template="{text}" + " and so on" * 20, labels=["a", "b"], max_length=32)
+    with pytest.raises(UsageError, match="--template takes"):
+        encode_examples([Example("x:1", text="hi")], "sequence", tokenizer, cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data": {"template": "no placeholder"}}, "must contain"),
+        ({"data": {"template": "{text}?", "text_pair_column": "b"}}, "single texts"),
+        ({"model": {"head_init": "zeros"}}, "--head-init"),
+    ],
+)
+def test_bad_head_and_template_settings_are_usage_errors(overrides, message):
+    with pytest.raises(UsageError, match=message):
+        build_config(overrides=overrides).resolved()
+
+
+def test_a_label_word_head_is_scored_at_step_0_and_a_random_one_is_not(tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", toy_rows(16, 1))
+    write_jsonl(tmp_path / "data" / "validation.jsonl", toy_rows(8, 2))
+    steps = {}
+    for head_init in ("label_names", "random"):
+        cfg = build_config(
+            overrides={
+                "model": {"name": "tiny-random", "precision": "fp32", "head_init": head_init},
+                "data": {"data": str(tmp_path / "data")},
+                "train": {"epochs": 1, "batch_size": 8, "tensorboard": False},
+            }
+        )
+        Classifier.train(cfg, tmp_path / head_init, progress=False)
+        log = (tmp_path / head_init / "metrics.jsonl").read_text().splitlines()
+        steps[head_init] = [e["step"] for e in map(json.loads, log) if e["event"] == "eval"]
+    assert steps == {"label_names": [0, 2], "random": [2]}
