@@ -71,7 +71,6 @@ class Alignment:
     ids: list[int]
     word_of_token: list[int]
     first_token: list[int]
-    char_spans: list[tuple[int, int]]
 
 
 def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -200,11 +199,9 @@ def encode_sequences(
 def align_words(words: list[str], tokenizer: PreTrainedTokenizerBase) -> Alignment:
     text = " ".join(words)
     char_to_word = []
-    spans = []
     for index, word in enumerate(words):
         if index:
             char_to_word.append(-1)
-        spans.append((len(char_to_word), len(char_to_word) + len(word)))
         char_to_word.extend([index] * len(word))
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     first_token = [-1] * len(words)
@@ -220,7 +217,7 @@ def align_words(words: list[str], tokenizer: PreTrainedTokenizerBase) -> Alignme
     for w in range(len(words)):
         if first_token[w] < 0:
             first_token[w] = first_token[w - 1] if w else 0
-    return Alignment(list(encoded["input_ids"]), word_of_token, first_token, spans)
+    return Alignment(list(encoded["input_ids"]), word_of_token, first_token)
 
 
 def encode_sentences(
