@@ -26,9 +26,9 @@ from lsllama.data.dataset import Example, LabelSet, load_split
 from lsllama.data.encoding import encode_examples
 from lsllama.errors import DataError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score, softmax
+from lsllama.evaluation.scoring import sigmoid
 from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
-from lsllama.modeling.problems import sigmoid
 from lsllama.run import MODEL_WEIGHTS, TOKENIZER, RunFolder
 from lsllama.training.loop import fit
 

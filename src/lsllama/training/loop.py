@@ -32,11 +32,12 @@ from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words, se
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.evaluation.report import read_events
+from lsllama.evaluation.scoring import improves
 from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.compilation import compile_decoder_layers, eagerly, require_inductor, worth_compiling
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
-from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
+from lsllama.modeling.problems import TargetScaling, sequence_loss, target_scaling
 from lsllama.run import (
     CHECKPOINTS,
     CONFIG,
