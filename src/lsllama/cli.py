@@ -440,7 +440,7 @@ def evaluate(
     from lsllama.api import Classifier
     from lsllama.evaluation.report import plot_learning_curves, write_report
     from lsllama.run import LOG, RunFolder
-    from lsllama.serving.card import REPORT, write_model_card
+    from lsllama.training.card import REPORT, write_model_card
 
     if output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is a file: give a folder for the report")

@@ -63,7 +63,7 @@ from lsllama.run import (
     atomic_write_text,
     commit_folder,
 )
-from lsllama.serving.card import CARD, REPORT, model_card
+from lsllama.training.card import CARD, REPORT, model_card
 
 RUN_FILES = (CONFIG, LABELS, TOKENIZER, MODEL_WEIGHTS, RESULTS, LOG, REPORT)
 """What lsllama/ keeps of the run: enough to load it and to show its card (not checkpoints or TensorBoard)."""

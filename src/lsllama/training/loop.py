@@ -492,7 +492,7 @@ class Trainer:
         results = self.results()
         if self.main:
             from lsllama.evaluation.report import plot_learning_curves
-            from lsllama.serving.card import write_model_card
+            from lsllama.training.card import write_model_card
 
             (self.run.file("report")).mkdir(exist_ok=True)
             curves = self.run.file("report") / "learning_curves.png"
