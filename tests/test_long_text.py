@@ -18,7 +18,7 @@ from lsllama import Classifier, build_config
 from lsllama.cli import app as cli
 from lsllama.data.batching import collate
 from lsllama.data.dataset import Example
-from lsllama.data.encoding import cut, encode_sequences, sequence_layout, split_budget, window_starts
+from lsllama.data.encoding import encode_sequences, sequence_layout, split_budget, truncate_ids, window_starts
 from lsllama.errors import UsageError
 from lsllama.evaluation import predict
 from lsllama.evaluation.predict import item_logits
@@ -34,10 +34,10 @@ runner = CliRunner()
 
 def test_head_tail_and_head_tail_keep_what_they_say():
     ids = list(range(20))
-    assert cut(ids, 8, "head") == list(range(8))
-    assert cut(ids, 8, "tail") == list(range(12, 20))
-    assert cut(ids, 8, "head_tail") == [0, 1, *range(14, 20)]  # the first quarter, the last three quarters
-    assert cut(ids, 30, "tail") == ids
+    assert truncate_ids(ids, 8, "head") == list(range(8))
+    assert truncate_ids(ids, 8, "tail") == list(range(12, 20))
+    assert truncate_ids(ids, 8, "head_tail") == [0, 1, *range(14, 20)]  # the first quarter, the last three quarters
+    assert truncate_ids(ids, 30, "tail") == ids
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,7 +13,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from lsllama.run import RunFolder
-from lsllama.serving.card import model_card, write_model_card
+from lsllama.training.card import model_card, write_model_card
 
 from .conftest import REPO, toy_rows
 from .test_export import train
@@ -59,4 +59,4 @@ def test_the_card_template_ships_in_the_wheel(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("lsllama-*.whl")
-    assert "lsllama/serving/templates/model_card.md" in zipfile.ZipFile(wheel).namelist()
+    assert "lsllama/training/templates/model_card.md" in zipfile.ZipFile(wheel).namelist()

@@ -89,7 +89,7 @@ def test_a_missing_column_names_the_file_line_and_the_columns(sentence_run, tmp_
     source = write_jsonl(tmp_path / "in.jsonl", [{"review": "a wonderful story"}])
     result = predict(sentence_run, "-i", str(source), "-o", str(tmp_path / "p.jsonl"))
     assert result.exit_code == 2
-    assert f"{source}:1: missing column 'sentence' (columns: review)" in result.stderr
+    assert f"{source}:1: missing column 'sentence' (found: review)" in result.stderr
     assert not (tmp_path / "p.jsonl").exists()
 
 

@@ -23,7 +23,8 @@ from lsllama.data.dataset import load_split, resolve_labels
 from lsllama.data.encoding import Item
 from lsllama.errors import DataError, UsageError
 from lsllama.evaluation.metrics import multi_label_metrics, regression_metrics
-from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling, tune_thresholds
+from lsllama.evaluation.scoring import improves, tune_thresholds
+from lsllama.modeling.problems import TargetScaling, sequence_loss, target_scaling
 from lsllama.serving.export import export_run
 from lsllama.serving.server import create_app
 

@@ -19,7 +19,7 @@ from lsllama.config import DataConfig
 from lsllama.data import dataset
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, training_data
 from lsllama.errors import DataError, UsageError
-from lsllama.modeling.problems import score_sequences, sigmoid
+from lsllama.evaluation.scoring import score_sequences, sigmoid
 
 from .conftest import toy_rows, write_jsonl
 

@@ -16,7 +16,6 @@ from lsllama.data.tagging import (
     read_conll,
     split_tag,
     to_iob2,
-    validate_tags,
 )
 from lsllama.errors import DataError
 
@@ -271,22 +270,6 @@ def test_bioes_encoding_is_detected_and_converts_back_to_the_same_iob2(corpus: l
 @given(st.lists(iob2_sentences(), min_size=1, max_size=4))
 def test_valid_iob2_corpus_is_detected_as_iob2(corpus: list[list[str]]) -> None:
     assert detect_scheme(corpus) == "IOB2"
-
-
-# --- validate_tags ------------------------------------------------------------------------------------
-
-
-def test_unknown_tag_is_reported_with_file_line_and_word() -> None:
-    with pytest.raises(DataError) as caught:
-        validate_tags(["O", "B-PER", "B-FOO"], {"O", "B-PER", "I-PER"}, Path("dev.conll"), 12)
-    message = str(caught.value)
-    assert message.startswith("dev.conll:12: ")
-    assert "'B-FOO'" in message and "word 3" in message
-    assert caught.value.line == 12
-
-
-def test_known_tags_pass_validation() -> None:
-    validate_tags(["O", "B-PER", "I-PER"], {"O", "B-PER", "I-PER"}, Path("dev.conll"), 1)
 
 
 # --- BILOU and plain IO -------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_micro_batch_count_follows_padded_tokens_per_process():
     from lsllama.data.encoding import Item
     from lsllama.training.loop import CPU_MICRO_BATCH_TOKENS, _parts_to_fit
 
-    wide = [Item(input_ids=[1] * 100, example=i) for i in range(16)]
+    wide = [Item(input_ids=[1] * 100, example_index=i) for i in range(16)]
     padded = 16 * padded_length(100, PAD_MULTIPLE)
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert _parts_to_fit(wide, 1, cpu) == -(-padded // CPU_MICRO_BATCH_TOKENS) > 1

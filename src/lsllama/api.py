@@ -26,10 +26,10 @@ from lsllama.data.dataset import Example, LabelSet, load_split
 from lsllama.data.encoding import encode_examples
 from lsllama.errors import DataError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score, softmax
+from lsllama.evaluation.scoring import sigmoid
 from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
-from lsllama.modeling.problems import sigmoid
-from lsllama.run import TOKENIZER, WEIGHTS, RunFolder
+from lsllama.run import MODEL_WEIGHTS, TOKENIZER, RunFolder
 from lsllama.training.loop import fit
 
 WORD_PATTERN = re.compile(r"\w+(?:['\-.]\w+)*|[^\w\s]")
@@ -142,7 +142,7 @@ class Classifier:
     ) -> Classifier:
         config = config or run.config()
         config.data.labels = run.labels()
-        model.load_weights(run.file(WEIGHTS))
+        model.load_weights(run.file(MODEL_WEIGHTS))
         if merge:
             model.merge_adapters()
         tokenizer = tokenizer or AutoTokenizer.from_pretrained(run.file(TOKENIZER))

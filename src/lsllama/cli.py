@@ -329,7 +329,7 @@ def train(
     debug: Debug = False,
 ) -> None:
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
-    from lsllama.config import build_config
+    from lsllama.config import layered_config, read_config_file
     from lsllama.data.dataset import infer_task
     from lsllama.run import RunFolder
     from lsllama.training.loop import train as run_training
@@ -391,9 +391,10 @@ def train(
         },
     }
     task, preset = value(task), preset.value
-    cfg = build_config(task=task, preset=preset, config_file=config, overrides=overrides)
-    if task is None and (config is None or "task" not in (_yaml_keys(config))):
-        cfg = build_config(task=infer_task(cfg.data), preset=preset, config_file=config, overrides=overrides)
+    raw = read_config_file(config) if config is not None else None
+    cfg = layered_config(task, preset, raw, str(config), overrides)
+    if task is None and "task" not in (raw or {}):
+        cfg = layered_config(infer_task(cfg.data), preset, raw, str(config), overrides)
     if cfg.data.data is None and cfg.data.train_file is None:
         raise UsageError("--data (or --train-file) is required")
     finished_before = resume is not False and RunFolder(output).finished
@@ -405,15 +406,6 @@ def train(
             err=True,
         )
     typer.echo(json.dumps(results.get("validation") or results))
-
-
-def _yaml_keys(path: Path) -> set[str]:
-    import yaml
-
-    try:
-        return set(yaml.safe_load(path.read_text()) or {})
-    except (OSError, yaml.YAMLError, TypeError):
-        return set()
 
 
 PRECISION_HELP = (
@@ -448,7 +440,7 @@ def evaluate(
     from lsllama.api import Classifier
     from lsllama.evaluation.report import plot_learning_curves, write_report
     from lsllama.run import LOG, RunFolder
-    from lsllama.serving.card import REPORT, write_model_card
+    from lsllama.training.card import REPORT, write_model_card
 
     if output is not None and output.exists() and not output.is_dir():
         raise UsageError(f"--output {output} is a file: give a folder for the report")

@@ -270,16 +270,21 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f"{path}:{line + 1}" if line is not None else str(path)
-            raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        return cls.from_dict(raw or {}, source=str(path))
+        return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: str | Path) -> Any:
+    """The file's YAML, parsed once for everything that needs it (`{}` when empty); a syntax error names
+    the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{path}:{line + 1}" if line is not None else str(path)
+        raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
 
 
 def _build_section(kind: type, raw: Any, source: str) -> Any:
@@ -369,12 +374,24 @@ def build_config(
     overrides: dict[str, dict[str, Any]] | None = None,
 ) -> RunConfig:
     """Layer defaults < task defaults < preset < config file < explicit overrides (CLI flags)."""
+    raw = read_config_file(config_file) if config_file is not None else None
+    return layered_config(task, preset, raw, str(config_file), overrides)
+
+
+def layered_config(
+    task: str | None,
+    preset: str,
+    raw: Any,
+    source: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> RunConfig:
+    """`build_config` from a config file already parsed (`raw`, None without one; `source` names it in
+    errors), so a caller that also reads the file's keys parses it once."""
     if preset not in PRESETS:
         raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     file_layer: dict[str, Any] = {}
-    if config_file is not None:
-        loaded = RunConfig.load(config_file)  # validates keys, types and YAML syntax, naming the file in errors
-        raw = yaml.safe_load(Path(config_file).read_text()) or {}
+    if raw is not None:
+        loaded = RunConfig.from_dict(raw, source=source)  # validates keys and types, naming the file in errors
         # Only the keys the file sets, as the loaded (type-checked, converted) values.
         file_layer = {
             key: {name: getattr(getattr(loaded, key), name) for name in (value or {})}

@@ -25,7 +25,7 @@ from lsllama.errors import RunError
 CONFIG = "config.yaml"
 LABELS = "labels.json"
 TOKENIZER = "tokenizer"
-WEIGHTS = "model.safetensors"
+MODEL_WEIGHTS = "model.safetensors"
 LOG = "metrics.jsonl"
 RESULTS = "results.json"
 CHECKPOINTS = "checkpoints"
@@ -108,7 +108,7 @@ class RunFolder:
         """A run is loadable only with all of its files: say which one is missing."""
         if not self.path.is_dir():
             raise RunError(f"run folder not found: {self.path}")
-        for name in (CONFIG, LABELS, TOKENIZER, WEIGHTS):
+        for name in (CONFIG, LABELS, TOKENIZER, MODEL_WEIGHTS):
             if not self.file(name).exists():
                 raise RunError(f"{self.path}: not a complete lsllama run ({name} is missing)")
 

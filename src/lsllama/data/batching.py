@@ -26,7 +26,7 @@ def padded_length(length: int, multiple: int = 1) -> int:
     return -(-length // multiple) * multiple
 
 
-def _cut(
+def _split_into_batches(
     order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None, multiple: int = 1
 ) -> list[list[int]]:
     batches: list[list[int]] = []
@@ -58,7 +58,7 @@ def train_batches(
     batches: list[list[int]] = []
     for start in range(0, len(order), pool):
         chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        batches += _cut(chunk, lengths, batch_size, max_tokens, PAD_MULTIPLE)
+        batches += _split_into_batches(chunk, lengths, batch_size, max_tokens, PAD_MULTIPLE)
     rng.shuffle(batches)
     return batches
 
@@ -66,7 +66,7 @@ def train_batches(
 def eval_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
     """Longest first (an out-of-memory shows at once), each batch of similar lengths."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return _cut(order, lengths, batch_size, max_tokens)
+    return _split_into_batches(order, lengths, batch_size, max_tokens)
 
 
 def shard(batch: list[int], rank: int, world_size: int) -> list[int]:

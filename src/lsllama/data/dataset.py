@@ -257,7 +257,7 @@ def _split_source(source: str) -> tuple[str, int | None]:
     return (path, int(line)) if line.isdigit() else (source, None)
 
 
-def _column(row: Row, column: str, where: Path | str) -> Any:
+def column_value(row: Row, column: str, where: Path | str) -> Any:
     if column not in row.values:
         raise DataError(
             f"missing column {column!r} (found: {', '.join(map(str, row.values)) or 'none'})", where, row.line
@@ -265,8 +265,9 @@ def _column(row: Row, column: str, where: Path | str) -> Any:
     return row.values[column]
 
 
-def _text(row: Row, column: str, where: Path | str) -> str:
-    value = _column(row, column, where)
+def text_field(row: Row, column: str, where: Path | str) -> str:
+    """The one check of a text cell, for training data and prediction input alike: a non-blank string."""
+    value = column_value(row, column, where)
     if not isinstance(value, str):
         raise DataError(f"column {column!r} must be a string, got {type(value).__name__}", where, row.line)
     if not value.strip():
@@ -279,17 +280,17 @@ def sequence_examples(rows: list[Row], where: Path | str, cfg: DataConfig, label
     examples = []
     for row in rows:
         source = f"{where}:{row.line}"
-        example = Example(source=source, text=_text(row, cfg.text_column, where))
+        example = Example(source=source, text=text_field(row, cfg.text_column, where))
         if cfg.text_pair_column:
-            example.text_pair = _text(row, cfg.text_pair_column, where)
+            example.text_pair = text_field(row, cfg.text_pair_column, where)
         if labels is not None:
-            example.label = labels.target(_column(row, cfg.label_column, where), source)
+            example.label = labels.target(column_value(row, cfg.label_column, where), source)
         examples.append(example)
     return examples
 
 
 def _words_and_tags(row: Row, cfg: DataConfig, where: Path | str, with_tags: bool) -> tuple[list[str], list]:
-    words = _column(row, cfg.tokens_column, where)
+    words = column_value(row, cfg.tokens_column, where)
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise DataError(f"column {cfg.tokens_column!r} must be a list of strings", where, row.line)
     if not words:
@@ -298,7 +299,7 @@ def _words_and_tags(row: Row, cfg: DataConfig, where: Path | str, with_tags: boo
         raise DataError("a token is empty or whitespace", where, row.line)
     if not with_tags:
         return words, []
-    tags = _column(row, cfg.tags_column, where)
+    tags = column_value(row, cfg.tags_column, where)
     if not isinstance(tags, list):
         raise DataError(f"column {cfg.tags_column!r} must be a list", where, row.line)
     if len(tags) != len(words):
@@ -515,7 +516,7 @@ def resolve_labels(cfg: DataConfig, task: str) -> LabelSet:
         return LabelSet(declared, cfg.problem)
     counts: Counter = Counter()
     for row in rows:
-        value = _column(row, cfg.label_column, where)
+        value = column_value(row, cfg.label_column, where)
         if cfg.problem == "multi_label":
             counts.update(str(v) for v in multi_label_values(value, f"{where}:{row.line}"))
         elif isinstance(value, (list, dict)):

@@ -34,7 +34,8 @@ class Item:
     """One prediction's input: a whole (possibly cut) text, a long text's windows, or one window of a sentence."""
 
     input_ids: list[int]
-    example: int
+    example_index: int
+    """Which example (in the list that was encoded) this item predicts for: a sentence has one item per window."""
     label: int | list[int] | float | None = None
     token_labels: list[int] | None = None
     word_positions: dict[int, int] = field(default_factory=dict)
@@ -72,7 +73,6 @@ class Alignment:
     ids: list[int]
     word_of_token: list[int]
     first_token: list[int]
-    char_spans: list[tuple[int, int]]
 
 
 def special_affixes(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -110,7 +110,7 @@ def sequence_layout(tokenizer: PreTrainedTokenizerBase) -> Layout:
     return Layout(prefix, suffix, pair_prefix, middle, pair_suffix, has_own_separator)
 
 
-def cut(ids: list[int], budget: int, strategy: str) -> list[int]:
+def truncate_ids(ids: list[int], budget: int, strategy: str) -> list[int]:
     """At most `budget` ids: the head, the tail, or the first quarter and the last three quarters."""
     if len(ids) <= budget:
         return ids
@@ -181,9 +181,9 @@ def encode_sequences(
             budget = max_length - len(layout.pair_prefix) - len(layout.middle) - len(layout.pair_suffix)
             keep_text, keep_pair = split_budget(len(text), len(pair), budget)
             too_long += keep_text < len(text) or keep_pair < len(pair)
-            ids = layout.pair_prefix + cut(text, keep_text, long_text) + layout.middle
-            ids += cut(pair, keep_pair, long_text) + layout.pair_suffix
-            items.append(Item(input_ids=ids, example=index, label=example.label))
+            ids = layout.pair_prefix + truncate_ids(text, keep_text, long_text) + layout.middle
+            ids += truncate_ids(pair, keep_pair, long_text) + layout.pair_suffix
+            items.append(Item(input_ids=ids, example_index=index, label=example.label))
             continue
         budget = max_length - len(layout.prefix) - len(layout.suffix)
         too_long += len(text) > budget
@@ -191,21 +191,19 @@ def encode_sequences(
             step = min(stride or max(1, budget // 2), budget)
             starts = window_starts(len(text), budget, step)
             windows = [layout.prefix + text[start : start + budget] + layout.suffix for start in starts]
-            items.append(Item(input_ids=windows[0], example=index, label=example.label, windows=windows))
+            items.append(Item(input_ids=windows[0], example_index=index, label=example.label, windows=windows))
         else:
-            ids = layout.prefix + cut(text, budget, long_text) + layout.suffix
-            items.append(Item(input_ids=ids, example=index, label=example.label))
+            ids = layout.prefix + truncate_ids(text, budget, long_text) + layout.suffix
+            items.append(Item(input_ids=ids, example_index=index, label=example.label))
     return items, too_long
 
 
 def align_words(words: list[str], tokenizer: PreTrainedTokenizerBase) -> Alignment:
     text = " ".join(words)
     char_to_word = []
-    spans = []
     for index, word in enumerate(words):
         if index:
             char_to_word.append(-1)
-        spans.append((len(char_to_word), len(char_to_word) + len(word)))
         char_to_word.extend([index] * len(word))
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     first_token = [-1] * len(words)
@@ -221,7 +219,7 @@ def align_words(words: list[str], tokenizer: PreTrainedTokenizerBase) -> Alignme
     for w in range(len(words)):
         if first_token[w] < 0:
             first_token[w] = first_token[w - 1] if w else 0
-    return Alignment(list(encoded["input_ids"]), word_of_token, first_token, spans)
+    return Alignment(list(encoded["input_ids"]), word_of_token, first_token)
 
 
 def encode_sentences(
@@ -259,7 +257,7 @@ def encode_sentences(
                 for word in range(first_word, end_word)
                 if aligned.first_token[word] < stop
             }
-            item = Item(input_ids=ids, example=index)
+            item = Item(input_ids=ids, example_index=index)
             item.word_positions = {word: pos for word, pos in positions.items() if owner[word] == w}
             if example.tags is not None:
                 labels = [IGNORE] * len(ids)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -174,17 +174,3 @@ def to_iob2(tags: Sequence[str], scheme: str) -> list[str]:
         converted.append("O" if prefix == "O" else f"{prefix}-{entity_type}")
         previous_type = entity_type
     return converted
-
-
-def validate_tags(tags: Sequence[str], known: Set[str], path: str | Path, line: int) -> None:
-    """Refuse a tag the model has no label for, naming it, instead of failing later with a bare KeyError.
-
-    `line` is the sentence's first line (TaggedSentence.line); the message adds which word carries the tag.
-    """
-    for position, tag in enumerate(tags, start=1):
-        if tag not in known:
-            raise DataError(
-                f"unknown tag {tag!r} (word {position} of the sentence); known tags: {', '.join(sorted(known))}",
-                path,
-                line,
-            )

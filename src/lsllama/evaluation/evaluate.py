@@ -10,8 +10,8 @@ import torch
 from lsllama.data.dataset import Example, LabelSet
 from lsllama.data.encoding import Item
 from lsllama.evaluation.predict import item_logits, sequence_logits, word_logits
+from lsllama.evaluation.scoring import score_sequences
 from lsllama.evaluation.spans import span_metrics
-from lsllama.modeling.problems import score_sequences
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -70,7 +70,7 @@ def item_logits(
 def sequence_logits(items: list[Item], logits: dict[int, np.ndarray], n_examples: int) -> np.ndarray:
     out = np.zeros((n_examples, next(iter(logits.values())).shape[-1]), dtype=np.float32)
     for index, item in enumerate(items):
-        out[item.example] = logits[index]
+        out[item.example_index] = logits[index]
     return out
 
 
@@ -80,7 +80,7 @@ def word_logits(items: list[Item], logits: dict[int, np.ndarray], word_counts: l
     out = [np.full((count, n_labels), np.nan, dtype=np.float32) for count in word_counts]
     for index, item in enumerate(items):
         for row, word in enumerate(item.word_positions):
-            out[item.example][word] = logits[index][row]
+            out[item.example_index][word] = logits[index][row]
     missing = [i for i, arr in enumerate(out) if np.isnan(arr).any()]
     if missing:
         raise AssertionError(f"words without a prediction in sentences {missing[:5]}")

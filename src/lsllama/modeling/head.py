@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lsllama.modeling.masks import text_config
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ def output_embedding(backbone: PreTrainedModel, source: str | None) -> torch.Ten
     """The (vocab, hidden) matrix the language model scores next tokens with. The backbone is loaded without
     its LM head: with tied embeddings that is the input embedding; otherwise `lm_head.weight` is read from the
     checkpoint's safetensors (only that tensor)."""
-    config = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
+    config = text_config(backbone.config)
     embedding = backbone.get_input_embeddings().weight
     if getattr(config, "tie_word_embeddings", True) or source is None:
         return embedding

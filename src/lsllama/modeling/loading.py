@@ -19,7 +19,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ from transformers.utils import logging as transformers_logging
 
 from lsllama.errors import UsageError
 from lsllama.hub import closest, offline_reason
+from lsllama.modeling.masks import text_config
+from lsllama.run import atomic_folder
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_PREFIX = "tiny-random-"
@@ -127,13 +128,12 @@ def _smollm2_plain_folder() -> Path:
         del model.config.quantization_config
     model.hf_quantizer = None
     model.config.pad_token_id = tokenizer.pad_token_id
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    tmp = atomic_folder(target)
     try:
         with no_transformers_progress():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # not `commit_folder`: a concurrent process that got there first wins
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (target / "config.json").is_file():
@@ -216,7 +216,7 @@ def check_max_length(name: str, max_length: int, trust_remote_code: bool = False
             config = AutoConfig.from_pretrained(model_source(name), trust_remote_code=trust_remote_code)
         except (OSError, ValueError):
             return  # loading the model reports it, with the reason
-        config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        config = text_config(config)
         context = getattr(config, "max_position_embeddings", None)
     if context is not None and max_length > context:
         raise UsageError(

@@ -25,12 +25,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lsllama.config import ModelConfig
 from lsllama.errors import RunError, UsageError
+from lsllama.evaluation.scoring import DEFAULT_THRESHOLD
 from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.loading import load_backbone, model_source
 from lsllama.modeling.masks import configure_attention, text_config
 from lsllama.modeling.pooling import pool
-from lsllama.modeling.problems import DEFAULT_THRESHOLD, TargetScaling
+from lsllama.modeling.problems import TargetScaling
 from lsllama.tuning import CPU_MATH_ATTENTION_MAX_LENGTH
 
 

@@ -55,17 +55,17 @@ from lsllama.run import (
     EXPORTED_RUN,
     LABELS,
     LOG,
+    MODEL_WEIGHTS,
     RESULTS,
     TOKENIZER,
-    WEIGHTS,
     RunFolder,
     atomic_folder,
     atomic_write_text,
     commit_folder,
 )
-from lsllama.serving.card import CARD, REPORT, model_card
+from lsllama.training.card import CARD, REPORT, model_card
 
-RUN_FILES = (CONFIG, LABELS, TOKENIZER, WEIGHTS, RESULTS, LOG, REPORT)
+RUN_FILES = (CONFIG, LABELS, TOKENIZER, MODEL_WEIGHTS, RESULTS, LOG, REPORT)
 """What lsllama/ keeps of the run: enough to load it and to show its card (not checkpoints or TensorBoard)."""
 
 
@@ -105,7 +105,7 @@ def merged_model(run: RunFolder, labels: list[str], tokenizer: PreTrainedTokeniz
     config = run.config()
     model_cfg = dataclasses.replace(config.model, precision="fp32", quantization=None, gradient_checkpointing=False)
     model = build_model(model_cfg, config.task, len(labels), tokenizer, torch.device("cpu"), config.data.problem)
-    model.load_weights(run.file(WEIGHTS))
+    model.load_weights(run.file(MODEL_WEIGHTS))
     backbone = model.backbone.merge_and_unload() if isinstance(model.backbone, PeftModel) else model.backbone
     hf_config = copy.deepcopy(backbone.config)  # keeps is_causal, as configure_attention set it
     hf_config.num_labels = len(labels)

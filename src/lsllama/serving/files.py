@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsllama.config import RunConfig
+from lsllama.data.dataset import column_value, text_field
 from lsllama.data.readers import Row, read_rows
 from lsllama.errors import DataError, UsageError
 from lsllama.run import atomic_write_text
@@ -80,10 +81,10 @@ def read_inputs(
     _check_readable(source)
     rows = read_rows(source)
     if config.task == "token" and not text_column and config.data.tokens_column in rows[0].values:
-        texts = [_field(r, config.data.tokens_column, source, list) for r in rows]
+        texts = [_words(r, config.data.tokens_column, source) for r in rows]
     else:
-        texts = [_field(r, text_column or config.data.text_column, source, str) for r in rows]
-    pairs = [_field(r, pair_column or config.data.text_pair_column, source, str) for r in rows] if run_pairs else None
+        texts = [text_field(r, text_column or config.data.text_column, source) for r in rows]
+    pairs = [text_field(r, pair_column or config.data.text_pair_column, source) for r in rows] if run_pairs else None
     return PredictInput(texts, pairs, [_kept(r, keep_columns, source) for r in rows])
 
 
@@ -121,13 +122,11 @@ def _check_readable(path: Path) -> None:
         raise DataError("cannot read the file (permission denied)", path)
 
 
-def _field(row: Row, column: str, path: Path, kind: type) -> Any:
-    if column not in row.values:
-        raise DataError(f"missing column {column!r} (columns: {', '.join(map(str, row.values))})", path, row.line)
-    value = row.values[column]
-    if not isinstance(value, kind):
-        raise DataError(f"column {column!r} must be a {kind.__name__}", path, row.line)
-    if not value or (isinstance(value, str) and not value.strip()):
+def _words(row: Row, column: str, path: Path) -> list:
+    value = column_value(row, column, path)
+    if not isinstance(value, list):
+        raise DataError(f"column {column!r} must be a list", path, row.line)
+    if not value:
         raise DataError(f"empty text in column {column!r}", path, row.line)
     return value
 

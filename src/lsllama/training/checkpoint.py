@@ -27,7 +27,7 @@ from lsllama.errors import RunError
 from lsllama.run import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
 
 STATE = "trainer_state.json"
-WEIGHTS = "weights.safetensors"
+CHECKPOINT_WEIGHTS = "weights.safetensors"
 OPTIMIZER = "optimizer.pt"
 BEST = "best.safetensors"
 
@@ -83,7 +83,7 @@ def save_checkpoint(
     process's RNG state (`rng`, in rank order) and the best weights file `best` if there is one."""
     target = run.file(CHECKPOINTS) / f"step-{state.global_step:08d}"
     tmp = atomic_folder(target)
-    save_file(weights, str(tmp / WEIGHTS))
+    save_file(weights, str(tmp / CHECKPOINT_WEIGHTS))
     torch.save({"optimizer": optimizer, "scheduler": scheduler, "rng": rng}, tmp / OPTIMIZER)
     if best is not None and best.is_file():
         _link_or_copy(best, tmp / BEST)
@@ -151,7 +151,7 @@ def load_checkpoint(path: Path, expected: set[str]) -> Checkpoint:
     """Read a checkpoint whose weights must be exactly `expected` (the model's saved names)."""
     readers = {
         STATE: lambda file: TrainerState(**json.loads(file.read_text())),
-        WEIGHTS: lambda file: load_file(str(file)),
+        CHECKPOINT_WEIGHTS: lambda file: load_file(str(file)),
         OPTIMIZER: lambda file: torch.load(file, map_location="cpu", weights_only=True),
     }
     loaded = {}
@@ -163,11 +163,11 @@ def load_checkpoint(path: Path, expected: set[str]) -> Checkpoint:
                 f"{path / name}: corrupt checkpoint ({type(exc).__name__}: {exc}); "
                 f"delete {path} to resume from an earlier one"
             ) from None
-    weights, extra = loaded[WEIGHTS], loaded[OPTIMIZER]
+    weights, extra = loaded[CHECKPOINT_WEIGHTS], loaded[OPTIMIZER]
     if set(weights) != expected:
         raise RunError(
-            f"{path / WEIGHTS}: weights do not match the run's config (missing {len(expected - set(weights))}, "
-            f"unexpected {len(set(weights) - expected)} tensors)"
+            f"{path / CHECKPOINT_WEIGHTS}: weights do not match the run's config "
+            f"(missing {len(expected - set(weights))}, unexpected {len(set(weights) - expected)} tensors)"
         )
     if not (isinstance(extra, dict) and {"optimizer", "scheduler", "rng"} <= set(extra)):
         raise RunError(f"{path / OPTIMIZER}: not an lsllama checkpoint (optimizer, scheduler and rng state expected)")

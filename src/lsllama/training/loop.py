@@ -32,12 +32,23 @@ from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words, se
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, score
 from lsllama.evaluation.report import read_events
+from lsllama.evaluation.scoring import improves
 from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.compilation import compile_decoder_layers, eagerly, require_inductor, worth_compiling
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
-from lsllama.modeling.problems import TargetScaling, improves, sequence_loss, target_scaling
-from lsllama.run import CHECKPOINTS, CONFIG, LABELS, LOG, RESULTS, TOKENIZER, WEIGHTS, RunFolder, atomic_write_text
+from lsllama.modeling.problems import TargetScaling, sequence_loss, target_scaling
+from lsllama.run import (
+    CHECKPOINTS,
+    CONFIG,
+    LABELS,
+    LOG,
+    MODEL_WEIGHTS,
+    RESULTS,
+    TOKENIZER,
+    RunFolder,
+    atomic_write_text,
+)
 from lsllama.training.checkpoint import (
     Checkpoint,
     TrainerState,
@@ -448,9 +459,9 @@ class Trainer:
         """Collective: every process joins the gather, rank 0 writes."""
         weights = gather_weights(self.unwrapped, self.saved)
         if self.main:
-            tmp = self.run.file(f".{WEIGHTS}.tmp")
+            tmp = self.run.file(f".{MODEL_WEIGHTS}.tmp")
             save_file(weights, str(tmp))
-            tmp.replace(self.run.file(WEIGHTS))
+            tmp.replace(self.run.file(MODEL_WEIGHTS))
 
     def checkpoint(self) -> None:
         """Collective, like `save_best_weights`: everything a resumed run needs to go on exactly."""
@@ -469,7 +480,7 @@ class Trainer:
                 self.scheduler.state_dict(),
                 self.cfg.train.keep_checkpoints,
                 rngs,
-                self.run.file(WEIGHTS),
+                self.run.file(MODEL_WEIGHTS),
             )
         self.accelerator.wait_for_everyone()
 
@@ -481,7 +492,7 @@ class Trainer:
         results = self.results()
         if self.main:
             from lsllama.evaluation.report import plot_learning_curves
-            from lsllama.serving.card import write_model_card
+            from lsllama.training.card import write_model_card
 
             (self.run.file("report")).mkdir(exist_ok=True)
             curves = self.run.file("report") / "learning_curves.png"
@@ -555,7 +566,7 @@ def _open_run_folder(run: RunFolder, cfg: RunConfig, inputs: Inputs, checkpoint:
     if checkpoint:  # the log continues from the checkpoint: events after it will be written again
         _truncate_log(run, checkpoint.state.global_step)
         remove_stale_temporaries(run)
-        checkpoint.restore_best_weights(run.file(WEIGHTS))
+        checkpoint.restore_best_weights(run.file(MODEL_WEIGHTS))
     else:
         _start_run_folder(run, cfg, inputs.labels, inputs.tokenizer)
         inputs.data.write_held_out(run.file(VALIDATION_ROWS))
@@ -689,7 +700,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def _start_run_folder(run: RunFolder, cfg: RunConfig, labels: LabelSet, tokenizer) -> None:
-    for name in (LOG, RESULTS, WEIGHTS):
+    for name in (LOG, RESULTS, MODEL_WEIGHTS):
         run.file(name).unlink(missing_ok=True)
     run.path.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(run.file("checkpoints"), ignore_errors=True)

@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from lsllama.config import RunConfig, metric_names
 from lsllama.modeling.loading import BUILTIN_MODELS
-from lsllama.run import CONFIG, WEIGHTS, RunFolder, atomic_write_text
+from lsllama.run import CONFIG, MODEL_WEIGHTS, RunFolder, atomic_write_text
 
 CARD = "README.md"
 REPORT = "report"
@@ -67,7 +67,7 @@ def _thresholds_text(run: RunFolder, labels: list[str]) -> str:
     """Multi-label decision thresholds, read from the weights file that holds them with the kept model."""
     from safetensors import safe_open
 
-    with safe_open(str(run.file(WEIGHTS)), framework="pt") as weights:
+    with safe_open(str(run.file(MODEL_WEIGHTS)), framework="pt") as weights:
         values = weights.get_tensor("thresholds").tolist()
     return ", ".join(f"`{name}` {value:.3f}" for name, value in zip(labels, values, strict=True))
 
