@@ -67,7 +67,8 @@ def test_best_checkpoint_is_selected_on_validation(trained):
     results = json.loads((out / "results.json").read_text())
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
-    assert len(evals) == 4
+    assert [e["step"] for e in evals][:1] == [0]  # the head starts from the label words: scored before training
+    assert len(evals) == 5
     assert results["validation"]["accuracy"] == max(e["accuracy"] for e in evals)
     assert results["validation"]["accuracy"] >= 0.9
 
