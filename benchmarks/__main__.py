@@ -14,7 +14,18 @@ import importlib
 import sys
 from pathlib import Path
 
-COMMANDS = ("speed", "profile_step", "compile_payoff", "ablation", "main_job", "serve", "ner", "breadth", "gpu")
+COMMANDS = (
+    "speed",
+    "profile_step",
+    "compile_payoff",
+    "ablation",
+    "main_job",
+    "serve",
+    "ner",
+    "breadth",
+    "gpu",
+    "small_data",
+)
 
 
 def summary(name: str) -> str:

@@ -166,6 +166,24 @@ def test_headline_table_is_computed_from_the_benchmark_records():
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_small_data_scores_the_label_word_head_at_step_0_and_resumes_from_its_cache(tmp_path: Path):
+    command = [sys.executable, "-m", "benchmarks", "small_data", "--model", "tiny-random", "--datasets", "sst2"]
+    command += ["--rows", "24", "--eval-rows", "16", "--seeds", "1", "--variants", "names", "random"]
+    command += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = {r["variant"]: r for r in json.loads((tmp_path / "out" / "small_data.json").read_text())["runs"]}
+    assert runs["names"]["step0"] is not None and runs["names"]["curve"][0][0] == 0
+    assert runs["random"]["step0"] is None and runs["random"]["curve"][0][0] > 0
+    assert "label-word head (default)" in (tmp_path / "out" / "small_data.md").read_text()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert again.returncode == 0
+    assert (
+        json.loads(again.stdout.strip().splitlines()[-1])["runs"]
+        == json.loads((tmp_path / "out" / "small_data.json").read_text())["runs"]
+    )
+
+
 def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_path: Path):
     command = [
         sys.executable,
