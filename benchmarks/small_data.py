@@ -101,4 +101,4 @@ def main(argv: list[str]) -> None:
         "mean ± std over seeds; 'at step 0': the label-word head before any update"
     )
     markdown = record.header(details) + "\n\n" + table(runs, args.datasets, args.rows, args.variants) + "\n"
-    record.write("small_data", {"runs": runs}, markdown, args.out)
+    record.write("small_data", {"runs": runs, "eval_rows": args.eval_rows}, markdown, args.out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -53,6 +54,26 @@ def demote(markdown: str, levels: int) -> str:
     return "\n".join(lines)
 
 
+def small_data_row(record: dict) -> tuple[str, str, str, str]:
+    """SST-2 at its smallest size in benchmarks/small_data.py's record: the label-word head (the default)
+    against the paper's random head, mean ± std over seeds."""
+    runs = [r for r in record["runs"] if r["dataset"] == "sst2"]
+    rows = min(r["rows"] for r in runs)
+
+    def mean_std(variant: str) -> str:
+        scores = [r["accuracy"] for r in runs if r["rows"] == rows and r["variant"] == variant]
+        spread = f" ± {statistics.stdev(scores):.3f}" if len(scores) > 1 else ""
+        return f"{statistics.mean(scores):.3f}{spread}"
+
+    seeds = len({r["seed"] for r in runs})
+    return (
+        f"SST-2, {rows} training rows, 1 epoch, {seeds} seeds: validation accuracy ({record['eval_rows']} sentences)",
+        f"**{mean_std('names')}** (the paper's random head: {mean_std('random')})",
+        "–",
+        "[small_data.md](benchmarks/results/small_data.md)",
+    )
+
+
 def headline() -> str:
     """The README's results table: the default model against the official recipe, from the JSON records
     of benchmarks/main_job.py, benchmarks/speed.py --quick and benchmarks/ner.py."""
@@ -87,9 +108,12 @@ def headline() -> str:
             "[ner.md](benchmarks/results/ner.md)",
         ),
     ]
+    small = RESULTS / "small_data.json"
+    if small.is_file():
+        rows.insert(1, small_data_row(json.loads(small.read_text())))
     header = (
-        f"SmolLM2-135M-Instruct (the default model) on {main['machine']}; each figure is from the record "
-        "its benchmark wrote (last column).\n\n"
+        "SmolLM2-135M-Instruct (the default model); each figure is from the record its benchmark wrote (last "
+        "column, with the machine and date it names).\n\n"
         "| task | lsllama (defaults) | official LS-LLaMA recipe | record |\n| --- | ---: | ---: | --- |\n"
     )
     return header + "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"

@@ -164,3 +164,27 @@ def test_loading_a_model_folder_shows_no_transformers_progress_bar(tmp_path, tok
     capfd.readouterr()
     load_backbone(str(tmp_path), tokenizer)
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_set_reaches_any_setting_checked_against_its_dataclass():
+    from lsllama.cli import parse_settings
+
+    assert parse_settings(["model.lora_r=8", "train.learning_rate=1e-4", "model.lora_targets=[q_proj, v_proj]"]) == {
+        "model": {"lora_r": 8, "lora_targets": ["q_proj", "v_proj"]},
+        "train": {"learning_rate": 1e-4},
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("lora_r=8", "SECTION.KEY=VALUE"), ("model.lora_rank=8", "unknown key"), ("model.lora_r=eight", "expected int")],
+)
+def test_a_bad_set_is_a_one_line_usage_error(setting, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lsllama.cli", "train", "--data", "sst2", "-o", str(tmp_path / "run"), "--set", setting],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

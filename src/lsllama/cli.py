@@ -179,6 +179,24 @@ def main(
     tune_process_heap()  # the process's allocator is the application's to tune, not the library's
 
 
+def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set section.key=value` (value in YAML: 8, 1e-4, true, [q_proj, v_proj]) as override sections, each
+    checked against its config dataclass: every setting has a flag this way, without one written for it."""
+    import yaml
+
+    from lsllama.config import RunConfig
+
+    raw: dict[str, dict[str, Any]] = {}
+    for setting in settings:
+        name, equals, text = setting.partition("=")
+        section, dot, key = name.partition(".")
+        if not (equals and dot and key):
+            raise UsageError(f"--set {setting}: expected SECTION.KEY=VALUE, e.g. model.lora_r=8")
+        raw.setdefault(section, {})[key] = yaml.safe_load(text) if text else None
+    checked = RunConfig.from_dict(raw, source="--set")  # unknown sections or keys, wrong types: one line
+    return {section: {key: getattr(getattr(checked, section), key) for key in keys} for section, keys in raw.items()}
+
+
 @app.command(
     short_help="Train a model and write a run folder.",
     epilog="Example: lsllama train --data reviews.csv --text-column review --label-column sentiment -o runs/reviews",
@@ -325,6 +343,10 @@ def train(
             help="torch.compile the decoder layers. Default: on for long single-process CPU runs, where it pays.",
         ),
     ] = None,
+    settings: Annotated[
+        list[str] | None,
+        Opt("--set", metavar="SECTION.KEY=VALUE", help="Any config setting, e.g. --set model.lora_r=8 (repeatable)."),
+    ] = None,
     quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -390,6 +412,8 @@ def train(
             "compile": compile,
         },
     }
+    for section, values in parse_settings(settings or []).items():
+        overrides.setdefault(section, {}).update(values)
     task, preset = value(task), preset.value
     raw = read_config_file(config) if config is not None else None
     cfg = layered_config(task, preset, raw, str(config), overrides)
