@@ -76,3 +76,21 @@ def test_building_a_model_leaves_the_process_allocator_alone_and_the_cli_tunes_i
     library, cli = proc.stdout.strip().splitlines()[-2:]
     assert library == "[]"
     assert cli == "['mallopt']"
+
+
+def test_building_a_model_warns_nothing_and_leaves_the_warning_filters_as_they_were(tokenizer):
+    import warnings
+
+    import torch
+
+    from lsllama.config import ModelConfig
+    from lsllama.modeling.model import build_model
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inside = list(warnings.filters)
+        build_model(ModelConfig(name="tiny-random", precision="fp32"), "sequence", 2, tokenizer, torch.device("cpu"))
+        assert warnings.filters == inside
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]
+    assert warnings.filters == before

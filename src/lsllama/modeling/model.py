@@ -13,6 +13,7 @@ buffers, saved with the trained weights so that a run's file pairs them with the
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -239,7 +240,10 @@ def build_model(
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         backbone.enable_input_require_grads()
     if cfg.lora_r > 0:
-        backbone = get_peft_model(backbone, lora_config(cfg, backbone), autocast_adapter_dtype=True)
+        with warnings.catch_warnings():  # scoped: the caller's filters are back as they were afterwards
+            # PEFT (0.21) reads transformers' deprecated `is_gradient_checkpointing`: its warning, not ours.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            backbone = get_peft_model(backbone, lora_config(cfg, backbone), autocast_adapter_dtype=True)
         for param in backbone.parameters():
             if param.requires_grad:
                 param.data = param.data.float()
