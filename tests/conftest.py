@@ -83,3 +83,21 @@ def toy_ner_data(tmp_path: Path) -> Path:
     write_jsonl(folder / "train.jsonl", toy_ner_rows(64, 1))
     write_jsonl(folder / "validation.jsonl", toy_ner_rows(16, 2))
     return folder
+
+
+def train_tiny_run(folder: Path, rows: list[dict], task: str = "sequence", **data: object) -> Path:
+    """A one-epoch tiny-random run on `rows` (its first 16 as validation): what inference tests read."""
+    from lsllama import Classifier, build_config
+
+    write_jsonl(folder / "data" / "train.jsonl", rows)
+    write_jsonl(folder / "data" / "validation.jsonl", rows[:16])
+    cfg = build_config(
+        task=task,
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32"},
+            "data": {"data": str(folder / "data"), **data},
+            "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
+        },
+    )
+    Classifier.train(cfg, folder / "run", progress=False)
+    return folder / "run"

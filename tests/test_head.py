@@ -98,3 +98,21 @@ def test_a_label_word_head_is_scored_at_step_0_and_a_random_one_is_not(tmp_path)
         log = (tmp_path / head_init / "metrics.jsonl").read_text().splitlines()
         steps[head_init] = [e["step"] for e in map(json.loads, log) if e["event"] == "eval"]
     assert steps == {"label_names": [0, 2], "random": [2]}
+
+
+def test_an_untied_model_starts_the_head_from_its_lm_head_not_its_input_embeddings(tokenizer, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from lsllama.modeling.loading import tiny_random_config
+
+    config = tiny_random_config(len(tokenizer), tokenizer.pad_token_id)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(config)
+    lm.save_pretrained(tmp_path / "untied")
+    tokenizer.save_pretrained(tmp_path / "untied")
+    cfg = ModelConfig(name=str(tmp_path / "untied"), precision="fp32")
+    model = build_model(cfg, "sequence", 2, tokenizer, torch.device("cpu"), label_words=["good", "bad"])
+    ids = [tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("good", "bad")]
+    torch.testing.assert_close(model.score.weight, lm.lm_head.weight[ids].detach())
+    assert not torch.allclose(model.score.weight, lm.get_input_embeddings().weight[ids].detach())

@@ -13,33 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from lsllama import Classifier, build_config
+from lsllama import Classifier
 from lsllama.errors import UsageError
 from lsllama.run import atomic_folder, atomic_write_text
 
-from .conftest import toy_rows, write_jsonl
+from .conftest import toy_rows, train_tiny_run
 
 TEXTS = [f"the movie was {'really ' * (i % 9)}{'wonderful' if i % 2 else 'terrible'}" for i in range(40)]
 
 
-def train(folder: Path, rows: list[dict], **data: object) -> Path:
-    write_jsonl(folder / "data" / "train.jsonl", rows)
-    write_jsonl(folder / "data" / "validation.jsonl", rows[:16])
-    cfg = build_config(
-        task="sequence",
-        overrides={
-            "model": {"name": "tiny-random", "precision": "fp32"},
-            "data": {"data": str(folder / "data"), **data},
-            "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
-        },
-    )
-    Classifier.train(cfg, folder / "run", progress=False)
-    return folder / "run"
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    return train(tmp_path_factory.mktemp("seq"), toy_rows(32, 1))
+    return train_tiny_run(tmp_path_factory.mktemp("seq"), toy_rows(32, 1))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +35,7 @@ def clf(run) -> Classifier:
 @pytest.fixture(scope="module")
 def pair_run(tmp_path_factory) -> Path:
     rows = [{**r, "hypothesis": "and time"} for r in toy_rows(16, 1)]
-    return train(tmp_path_factory.mktemp("pairs"), rows, text_pair_column="hypothesis")
+    return train_tiny_run(tmp_path_factory.mktemp("pairs"), rows, text_pair_column="hypothesis")
 
 
 def test_a_string_is_one_text(clf):

@@ -10,39 +10,24 @@ import pytest
 from typer.testing import CliRunner
 
 import lsllama.api
-from lsllama import Classifier, build_config
+from lsllama import Classifier
 from lsllama.cli import app as cli
 
-from .conftest import toy_ner_rows, toy_rows, write_jsonl
+from .conftest import toy_ner_rows, toy_rows, train_tiny_run, write_jsonl
 
 runner = CliRunner()
-
-
-def train(folder: Path, task: str, rows: list[dict], **data: object) -> Path:
-    write_jsonl(folder / "data" / "train.jsonl", rows)
-    write_jsonl(folder / "data" / "validation.jsonl", rows[:16])
-    cfg = build_config(
-        task=task,
-        overrides={
-            "model": {"name": "tiny-random", "precision": "fp32"},
-            "data": {"data": str(folder / "data"), **data},
-            "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
-        },
-    )
-    Classifier.train(cfg, folder / "run", progress=False)
-    return folder / "run"
 
 
 @pytest.fixture(scope="module")
 def sentence_run(tmp_path_factory) -> Path:
     """A run trained with --text-column sentence."""
     rows = [{"sentence": r["text"], "label": r["label"]} for r in toy_rows(24, 1)]
-    return train(tmp_path_factory.mktemp("sentence"), "sequence", rows, text_column="sentence")
+    return train_tiny_run(tmp_path_factory.mktemp("sentence"), task="sequence", rows=rows, text_column="sentence")
 
 
 @pytest.fixture(scope="module")
 def ner_run(tmp_path_factory) -> Path:
-    return train(tmp_path_factory.mktemp("ner"), "token", toy_ner_rows(16, 1))
+    return train_tiny_run(tmp_path_factory.mktemp("ner"), task="token", rows=toy_ner_rows(16, 1))
 
 
 def predict(run: Path, *args: str, input: str | None = None):
