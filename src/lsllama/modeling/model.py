@@ -1,6 +1,7 @@
 """The label-supervised model: a decoder backbone (LoRA-adapted), pooling, and a linear label head.
 
-No prompt and no label words: final hidden states -> (pool) -> linear head -> logits. The head and the
+Final hidden states -> (pool) -> linear head -> logits; the head may start from the label words'
+output rows (modeling/head.py), and no text is generated. The head and the
 LoRA weights stay in fp32 even when the frozen backbone runs in bf16; 4/8-bit and bf16 heads are what
 turned the official head NaN.
 
