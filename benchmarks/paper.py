@@ -148,8 +148,19 @@ NOT_IN_KEY = ("compile",)
 were made: left out of the cache key, so those records stay theirs."""
 
 
+ADDED_AT_DEFAULT = {"min_steps": 0, "head_learning_rate": None, "keep_checkpoints_after": False}
+"""Train settings added after the records were made: left out of the key while they hold the value that
+computes what the records did, so that adding a setting does not rerun the suite."""
+SFT_IGNORES = ("head_init",)
+"""LS model settings that instruction SFT never reads (it generates with the pretrained output layer)."""
+
+
 def _train_settings(train: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in train.items() if key not in NOT_IN_KEY}
+    return {
+        key: value
+        for key, value in train.items()
+        if key not in NOT_IN_KEY and not (key in ADDED_AT_DEFAULT and value == ADDED_AT_DEFAULT[key])
+    }
 
 
 def recipe(run: Run, ctx: Context) -> dict[str, Any]:
@@ -165,7 +176,8 @@ def recipe(run: Run, ctx: Context) -> dict[str, Any]:
         prompt = {"prompt": PROMPT, "task": DATASETS[run.dataset].prompt_task, "max_length": sequence.data.max_length}
         if kind == "zero_shot":
             return {**prompt, "precision": sequence.model.precision}
-        return {**prompt, "lora": asdict(sequence.model), "train": _train_settings(asdict(sequence.train))}
+        lora = {key: value for key, value in asdict(sequence.model).items() if key not in SFT_IGNORES}
+        return {**prompt, "lora": lora, "train": _train_settings(asdict(sequence.train))}
     if kind == "official":
         return {"epochs": sequence.train.epochs}
     if kind == "tfidf":
