@@ -68,7 +68,8 @@ def small_data_row(record: dict) -> tuple[str, str, str, str]:
     seeds = len({r["seed"] for r in runs})
     return (
         f"SST-2, {rows} training rows, 1 epoch, {seeds} seeds: validation accuracy ({record['eval_rows']} sentences)",
-        f"**{mean_std('names')}** (the paper's random head: {mean_std('random')})",
+        f"**{mean_std('names')}**; with `--min-steps 100` **{mean_std('names+min100')}** (the paper's random "
+        f"head: {mean_std('random')})",
         "–",
         "[small_data.md](benchmarks/results/small_data.md)",
     )
