@@ -25,7 +25,9 @@ TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 FSDP_CONFIG = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
 # Dropout masks are drawn per process, so the equivalence is checked without LoRA dropout.
-ARGS = [
+ARGS = [  # a random head: the step-0 score of a label-word head would make the best step a near tie
+    "--head-init",
+    "random",
     "--model",
     "tiny-random",
     "--precision",
@@ -154,7 +156,7 @@ def in_process_config(data: Path):
     return build_config(
         task="sequence",
         overrides={
-            "model": {"name": "tiny-random", "precision": "fp32", "lora_dropout": 0.0},
+            "model": {"name": "tiny-random", "precision": "fp32", "lora_dropout": 0.0, "head_init": "random"},
             "data": {"data": str(data)},
             "train": {
                 "epochs": 2,

@@ -18,7 +18,7 @@ def toy_config(folder, **train):
     return build_config(
         task="sequence",
         overrides={
-            "model": {"name": "tiny-random", "precision": "fp32"},
+            "model": {"name": "tiny-random", "precision": "fp32", "head_init": "random"},  # no step-0 evaluation
             "data": {"data": str(folder), **train.pop("data", {})},
             "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False, **train},
         },
@@ -108,9 +108,9 @@ def test_head_learning_rate_flag_reaches_the_config():
 
     from lsllama.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", "x", "--head-lr", "0", "--min-steps", "3"])
+    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", "sst2", "--head-lr", "0", "--min-steps", "3"])
     assert result.exit_code == 2 and "--head-lr must be positive, got 0.0" in result.output
-    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", "x", "--min-steps", "-1"])
+    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", "sst2", "--min-steps", "-1"])
     assert result.exit_code == 2 and "--min-steps must be >= 0" in result.output
 
 
