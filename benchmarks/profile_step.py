@@ -4,6 +4,7 @@
     python -m benchmarks profile_step --sweep [--rows 256] [--model NAME] [--out DIR]
     python -m benchmarks profile_step --shapes [--rows 600] [--model NAME] [--out DIR]
     python -m benchmarks profile_step --optimizer [--model NAME] [--out DIR]
+    python -m benchmarks profile_step --breakdown [--rows 600] [--model NAME] [--out DIR]
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
@@ -27,6 +28,11 @@ SST-2 rows, so real padding masks), measures the activations each forward pass k
 fits seconds = fixed + per-token x computed tokens (benchmarks/results/profile_shapes.md): how much of a
 typical step no batching of its rows can remove, and how many tokens (and how much memory) a pass would
 need to reach half the matmul peak.
+
+`--breakdown` profiles one step of one row and one of 16 rows (torch.profiler, input shapes recorded)
+and sums each operator's own time by category: matmuls that read a frozen weight, LoRA's matmuls,
+attention, elementwise operators, copies and casts, views and allocation, autograd's bookkeeping, the
+optimizer (benchmarks/results/profile_breakdown.md): what the fixed cost of a step is made of.
 
 `--optimizer` times the AdamW step alone, over the model's trainable tensors with the same gradients,
 fused (lsllama's) against foreach (benchmarks/results/profile_optimizer.md): a few milliseconds that
@@ -364,11 +370,7 @@ def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
 def time_shape(bench: Bench, n: int, width: int) -> dict[str, float]:
     """The fastest of three steps on `n` rows of padded width `width` (after a warm-up step: this shape's
     first-call allocations and kernel selection), and the MB its forward pass keeps for backward."""
-    batch = [
-        i for i, item in enumerate(bench.items) if batching.padded_length(item.n_tokens, batching.PAD_MULTIPLE) == width
-    ][:n]
-    if len(batch) < n:
-        raise SystemExit(f"--rows {len(bench.items)}: fewer than {n} SST-2 rows of padded width {width}; load more")
+    batch = _rows_of_width(bench, n, width)
     bench.step(batch)
     return {"seconds": min(sum(bench.step(batch)) for _ in range(3)), "saved_mb": bench.saved_mb(batch)}
 
@@ -395,6 +397,139 @@ def half_peak_bound(fixed: float, per_token: float, token_at_peak: float, saved_
         f"batches into passes of at most {cap} tokens (`CPU_MICRO_BATCH_TOKENS`), about "
         f"{cap * saved_mb_per_token:.0f} MB, to stay within the official recipe's peak RSS."
     )
+
+
+BREAKDOWN_SHAPES = [(1, 8), (16, 8)]
+"""(rows, padded width) of the steps --breakdown profiles: one row (almost all fixed cost) and a batch of
+16. Neither has 16 tokens, so no activation is shaped like a rank-16 LoRA matrix."""
+ELEMENTWISE = {
+    "mul",
+    "add",
+    "add_",
+    "sub",
+    "div",
+    "pow",
+    "neg",
+    "rsqrt",
+    "mean",
+    "sum",
+    "silu",
+    "silu_backward",
+    "cat",
+    "exp",
+    "softmax",
+    "_softmax",
+    "_softmax_backward_data",
+    "where",
+    "masked_fill",
+    "fill_",
+    "zero_",
+    "mul_",
+    "embedding_dense_backward",
+    "index_select",
+    "embedding",
+    "cos",
+    "sin",
+    "clamp",
+    "max",
+    "argmax",
+    "nll_loss",
+    "nll_loss_forward",
+    "nll_loss_backward",
+    "_log_softmax",
+    "_log_softmax_backward_data",
+    "threshold_backward",
+}
+COPIES = {"copy_", "_to_copy", "clone", "contiguous", "to", "_copy_from", "_copy_from_and_resize"}
+BREAKDOWN_ORDER = [
+    "matmuls with frozen weights",
+    "LoRA matmuls",
+    "attention",
+    "elementwise (norms, activations, rotary, residuals)",
+    "copies and dtype casts",
+    "views, transposes and allocation",
+    "autograd bookkeeping",
+    "optimizer and clipping",
+    "other",
+]
+
+
+def op_category(name: str, shapes: list, frozen: set[tuple[int, ...]], rank: int) -> str:
+    """Which part of a step an operator's own time belongs to. A matmul with an operand shaped like a frozen
+    weight (or its transpose) reads that weight; any other with a dimension of the LoRA rank is LoRA's."""
+    op = name.removeprefix("aten::")
+    if op in ("mm", "addmm", "matmul", "linear"):
+        dims = [tuple(s) for s in shapes if s]
+        if any(d in frozen for d in dims):
+            return "matmuls with frozen weights"
+        if any(rank in d for d in dims):
+            return "LoRA matmuls"
+        return "other"
+    if op in ("bmm", "baddbmm") or "attention" in op:
+        return "attention"
+    if "adamw" in name.lower() or "foreach" in op or name.startswith("Optimizer") or op == "clamp_":
+        return "optimizer and clipping"
+    if name.startswith("autograd::") or name.endswith(("Backward0", "Backward1")) or op == "ones_like":
+        return "autograd bookkeeping"
+    if op in COPIES:
+        return "copies and dtype casts"
+    if op in ELEMENTWISE:
+        return "elementwise (norms, activations, rotary, residuals)"
+    if name.startswith("aten::"):
+        return "views, transposes and allocation"
+    return "other"
+
+
+def breakdown(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
+    """torch.profiler's own time per operator of one training step, summed by category, for one row and for a
+    batch of 16: the categories that barely grow with the batch are the fixed cost. The profiler adds its own
+    overhead to every operator, so shares are scaled to the unprofiled step time (the fastest of three)."""
+    bench = Bench.build(model, rows, {})
+    frozen = {tuple(p.shape) for p in bench.model.parameters() if not p.requires_grad and p.dim() == 2}
+    frozen |= {shape[::-1] for shape in frozen}
+    rank = bench.cfg.model.lora_r
+    steps = []
+    for n, width in BREAKDOWN_SHAPES:
+        batch = _rows_of_width(bench, n, width)
+        seconds = time_shape(bench, n, width)["seconds"]
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            bench.step(batch)
+        own: dict[str, float] = dict.fromkeys(BREAKDOWN_ORDER, 0.0)
+        calls: dict[str, int] = dict.fromkeys(BREAKDOWN_ORDER, 0)
+        for event in prof.key_averages(group_by_input_shape=True):
+            category = op_category(event.key, event.input_shapes, frozen, rank)
+            own[category] += event.self_cpu_time_total / 1e6
+            calls[category] += event.count
+        total = sum(own.values())
+        share = {k: v / total for k, v in own.items()}
+        steps.append({"rows": n, "width": width, "seconds": seconds, "share": share, "calls": calls})
+    lines = [
+        started.header(
+            f"{model}; one training step (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, "
+            f"torch.profiler's own time per operator summed by category, {torch.get_num_threads()} threads; "
+            "seconds = share of the profiled time x the unprofiled step time (fastest of three)."
+        ),
+        "",
+        "| category | " + " | ".join(f"{s['rows']} x {s['width']}: seconds | calls" for s in steps) + " |",
+        "| --- |" + " ---: | ---: |" * len(steps),
+    ]
+    for category in BREAKDOWN_ORDER:
+        cells = [f"{s['share'][category] * s['seconds']:.3f} | {s['calls'][category]}" for s in steps]
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| whole step | " + " | ".join(f"{s['seconds']:.3f} | {sum(s['calls'].values())}" for s in steps) + " |"
+    )
+    figures = {"model": model, "threads": torch.get_num_threads(), "steps": steps}
+    return figures, "\n".join(lines) + "\n"
+
+
+def _rows_of_width(bench: Bench, n: int, width: int) -> list[int]:
+    batch = [
+        i for i, item in enumerate(bench.items) if batching.padded_length(item.n_tokens, batching.PAD_MULTIPLE) == width
+    ][:n]
+    if len(batch) < n:
+        raise SystemExit(f"--rows {len(bench.items)}: fewer than {n} SST-2 rows of padded width {width}; load more")
+    return batch
 
 
 def optimizer_steps(model: str, started: record.Record) -> tuple[dict, str]:
@@ -439,12 +574,15 @@ def main(argv: list[str]) -> None:
     modes.add_argument("--sweep", action="store_true", help="samples/s: defaults, then one lever at a time")
     modes.add_argument("--shapes", action="store_true", help="seconds per step against batch size: fixed cost")
     modes.add_argument("--optimizer", action="store_true", help="the AdamW step alone: fused vs foreach")
+    modes.add_argument("--breakdown", action="store_true", help="one step's time by category: the fixed cost")
     args = parser.parse_args(argv)
     started = record.Record.start(__name__, argv)
     if args.sweep:
         started.write("profile_sweep", *sweep(args.model, args.rows, started), args.out)
     elif args.shapes:
         started.write("profile_shapes", *shapes(args.model, args.rows, started), args.out)
+    elif args.breakdown:
+        started.write("profile_breakdown", *breakdown(args.model, args.rows, started), args.out)
     elif args.optimizer:
         started.write("profile_optimizer", *optimizer_steps(args.model, started), args.out)
     else:

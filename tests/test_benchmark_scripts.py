@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from benchmarks.profile_step import INFERENCE_SWEEP, SHAPES, SWEEP, half_peak_bound
+from benchmarks.profile_step import BREAKDOWN_ORDER, INFERENCE_SWEEP, SHAPES, SWEEP, half_peak_bound, op_category
 
 from lsllama.config import ModelConfig
 
@@ -280,3 +280,28 @@ def test_speed_benchmark_workers_import_only_what_their_own_recipe_needs():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["[]", "False"]
+
+
+def test_breakdown_tells_frozen_weight_matmuls_from_lora_ones():
+    frozen = {(1536, 576), (576, 1536)}
+    assert op_category("aten::mm", [[8, 576], [576, 1536]], frozen, 16) == "matmuls with frozen weights"
+    assert op_category("aten::mm", [[8, 1536], [1536, 576]], frozen, 16) == "matmuls with frozen weights"
+    assert op_category("aten::mm", [[8, 576], [576, 16]], frozen, 16) == "LoRA matmuls"
+    assert op_category("aten::mm", [[8, 576], [576, 2]], frozen, 16) == "other"  # the head
+    assert op_category("aten::bmm", [[9, 8, 64], [9, 64, 8]], frozen, 16) == "attention"
+    assert op_category("aten::_fused_adamw_", [], frozen, 16) == "optimizer and clipping"
+    assert op_category("MmBackward0", [], frozen, 16) == "autograd bookkeeping"
+    assert op_category("aten::_to_copy", [[8, 576]], frozen, 16) == "copies and dtype casts"
+    assert op_category("aten::transpose", [[8, 576]], frozen, 16) == "views, transposes and allocation"
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_profile_breakdown_sums_a_step_by_category(tmp_path: Path):
+    _, table = profile_step("breakdown", 300, tmp_path)
+    rows = {r[0]: r[1:] for r in table[1:]}
+    assert list(rows) == [*BREAKDOWN_ORDER, "whole step"]
+    for column in (0, 2):  # seconds of the one-row step, then of the 16-row step
+        parts = sum(float(rows[c][column]) for c in BREAKDOWN_ORDER)
+        assert parts == pytest.approx(float(rows["whole step"][column]), abs=0.005)  # cells rounded to ms
+    assert int(rows["matmuls with frozen weights"][1]) > 0 and int(rows["LoRA matmuls"][1]) > 0  # calls
+    assert float(rows["whole step"][2]) > float(rows["whole step"][0]) * 0.9  # 16 rows cost no less than one
