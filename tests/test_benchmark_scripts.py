@@ -305,3 +305,22 @@ def test_profile_breakdown_sums_a_step_by_category(tmp_path: Path):
         assert parts == pytest.approx(float(rows["whole step"][column]), abs=0.005)  # cells rounded to ms
     assert int(rows["matmuls with frozen weights"][1]) > 0 and int(rows["LoRA matmuls"][1]) > 0  # calls
     assert float(rows["whole step"][2]) > float(rows["whole step"][0]) * 0.9  # 16 rows cost no less than one
+
+
+def test_speed_report_states_the_memory_rule_from_the_measured_peaks():
+    from benchmarks import record, speed
+
+    def measured(rss_mb: float) -> dict:
+        return {
+            **dict.fromkeys(["train_seconds", "eval_seconds", "train_samples", "eval_samples"], 1.0),
+            **dict.fromkeys(["train_real_tokens", "train_computed_tokens", "eval_real_tokens"], 10.0),
+            "accuracy": 0.5,
+            "peak_rss_mb": rss_mb,
+        }
+
+    for ours, verdict in ((1400.0, "within"), (1600.0, "above")):
+        runs = {"official": measured(1000.0), "lsllama": measured(ours), "lsllama_adapter": measured(900.0)}
+        summary = {**speed.compare(runs, 1000, 1.0), "rows": 8, "epochs": 1.0, "runs": runs}
+        assert summary["peak_rss_ratio"] == ours / 1000.0
+        text = speed.markdown(summary, record.Record.start("benchmarks.speed", []))
+        assert f"{ours / 1000:.2f}x the official recipe's: {verdict} the 1.5x rule" in text
