@@ -212,3 +212,15 @@ def test_a_finished_run_says_so_and_keeps_no_checkpoints(toy_data, tmp_path):
     assert again.exit_code == 0, again.output
     assert "finished" in again.stderr and "--no-resume" in again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1]) == json.loads(first.stdout.strip().splitlines()[-1])
+
+
+def test_every_event_carries_its_wall_time_so_time_to_accuracy_can_be_read(toy_data, tmp_path):
+    import time
+
+    start = time.time()
+    out = tmp_path / "run"
+    loop.train(toy_config(toy_data, epochs=2), out, progress=False)
+    logged = [e for e in map(json.loads, (out / "metrics.jsonl").open())]
+    times = [e["wall_time"] for e in logged]
+    assert start <= times[0] and times == sorted(times) and times[-1] <= time.time()
+    assert {e["event"] for e in logged} == {"train", "eval"}

@@ -408,7 +408,8 @@ class Trainer:
         if not self.main:
             return
         step, lr = self.state.global_step, self.scheduler.get_last_lr()[0]
-        self.run.log({"event": "train", "step": step, "epoch": self.state.epoch, "loss": loss, "lr": lr})
+        event = {"event": "train", "step": step, "epoch": self.state.epoch, "loss": loss, "lr": lr}
+        self.run.log({**event, "wall_time": time.time()})
         if self.writer:
             self.writer.add_scalar("train/loss", loss, step)
             self.writer.add_scalar("train/lr", lr, step)
@@ -447,7 +448,8 @@ class Trainer:
         else:
             state.evals_without_improvement += 1
         if self.main:
-            self.run.log({"event": "eval", "step": state.global_step, "epoch": state.epoch, **_scalars(metrics)})
+            event = {"event": "eval", "step": state.global_step, "epoch": state.epoch, **_scalars(metrics)}
+            self.run.log({**event, "wall_time": time.time()})  # Unix seconds, as TensorBoard's: time-to-accuracy
             if self.writer:
                 for key, val in _scalars(metrics).items():
                     self.writer.add_scalar(f"validation/{key}", val, state.global_step)
