@@ -25,6 +25,7 @@ COMMANDS = (
     "breadth",
     "gpu",
     "small_data",
+    "time_to_accuracy",
 )
 
 

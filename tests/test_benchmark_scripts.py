@@ -324,3 +324,20 @@ def test_speed_report_states_the_memory_rule_from_the_measured_peaks():
         assert summary["peak_rss_ratio"] == ours / 1000.0
         text = speed.markdown(summary, record.Record.start("benchmarks.speed", []))
         assert f"{ours / 1000:.2f}x the official recipe's: {verdict} the 1.5x rule" in text
+
+
+def test_time_to_accuracy_reports_the_first_evaluation_at_the_target_and_says_when_one_never_gets_there():
+    from benchmarks import record
+    from benchmarks.time_to_accuracy import report
+
+    evals = [{"step": 25, "accuracy": 0.80, "seconds": 100.0}, {"step": 50, "accuracy": 0.86, "seconds": 170.0}]
+    summary = {"target": 0.85, "rows": 2000, "eval_every": 25, "official_rows": 2000}
+    summary |= {"lsllama": {"evals": evals, "seconds": 300.0}, "official": {"accuracy": 0.52, "seconds": 900.0}}
+    text = report(summary, record.Record.start("benchmarks.time_to_accuracy", []))
+    assert "| lsllama (defaults) | 170 (step 50) | 0.860 | 300 |" in text
+    assert "| official recipe | not reached | 0.520 | 900 |" in text
+    assert "does not get there" in text
+    summary["official"]["accuracy"] = 0.9
+    assert "| official recipe | 900 | 0.900 | 900 |" in report(
+        summary, record.Record.start("benchmarks.time_to_accuracy", [])
+    )
