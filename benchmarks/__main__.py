@@ -25,6 +25,7 @@ COMMANDS = (
     "breadth",
     "gpu",
     "small_data",
+    "learning_curve",
 )
 
 
