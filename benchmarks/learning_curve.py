@@ -53,9 +53,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from benchmarks.baselines import LabelledTexts
+from benchmarks.baselines.classic import tfidf_logreg
+from benchmarks.baselines.generative import PromptTask, instruction_sft
 from benchmarks.paper_plan import DATASETS
 from benchmarks.record import CACHE, RESULTS, Record, parser
 from benchmarks.small_data import mean_std, run_once
+from lsllama.api import default_device
+from lsllama.config import RunConfig, build_config
+from lsllama.data.dataset import Example, resolve_labels, training_data
+from lsllama.run import CONFIG, atomic_write_text
 
 METHODS = {
     "tfidf": "TF-IDF + logistic regression",
@@ -126,9 +133,6 @@ def ls_result(run: Run, setup: Setup) -> dict[str, Any]:
         result = run_once(folder, ls_flags(run, setup))
     except subprocess.CalledProcessError as error:
         raise SystemExit(f"learning_curve: `lsllama train` failed for {folder}:\n{error.stderr[-3000:]}") from None
-    from lsllama.config import RunConfig
-    from lsllama.run import CONFIG
-
     cfg = RunConfig.load(folder / CONFIG)
     return {**result, "head_init": cfg.model.head_init, "min_steps": cfg.train.min_steps}
 
@@ -141,17 +145,14 @@ def sft_epochs(steps: int, batches_per_epoch: int) -> float:
     return epochs
 
 
-def labelled_texts(cfg, rows: int, eval_rows: int):
+def labelled_texts(cfg: RunConfig, rows: int, eval_rows: int) -> tuple[LabelledTexts, LabelledTexts, list[str]]:
     """The training and validation rows the ls run of these settings trained and was scored on, read with
     lsllama's own data code (the fixed sample, and for data without a validation split its held-out rows)."""
-    from benchmarks.baselines import LabelledTexts
-    from lsllama.data.dataset import resolve_labels, training_data
-
     data = dataclasses.replace(cfg.data, max_train_samples=rows, max_eval_samples=eval_rows)
     labels = resolve_labels(data, cfg.task)
     split = training_data(data, cfg.task, labels)
 
-    def texts(examples) -> LabelledTexts:
+    def texts(examples: list[Example]) -> LabelledTexts:
         return LabelledTexts([e.text or "" for e in examples], [int(e.label) for e in examples])
 
     return texts(split.train), texts(split.validation), labels.names
@@ -159,11 +160,6 @@ def labelled_texts(cfg, rows: int, eval_rows: int):
 
 def sft_result(run: Run, setup: Setup) -> dict[str, Any]:
     """Instruction SFT with the LoRA and optimiser settings of the ls run of the same cell, for its steps."""
-    from benchmarks.baselines.generative import PromptTask, instruction_sft
-    from lsllama.api import default_device
-    from lsllama.config import RunConfig
-    from lsllama.run import CONFIG
-
     ls_run = dataclasses.replace(run, method="ls")
     steps = ls_result(ls_run, setup)["steps"]
     cfg = RunConfig.load(setup.path(ls_run) / CONFIG)
@@ -180,8 +176,6 @@ def sft_result(run: Run, setup: Setup) -> dict[str, Any]:
 
 
 def tfidf_result(run: Run, setup: Setup) -> dict[str, Any]:
-    from benchmarks.baselines.classic import tfidf_logreg
-    from lsllama.config import build_config
 
     cfg = build_config(task="sequence", overrides={"data": {"data": run.dataset}}).resolved()
     train, evaluation, labels = labelled_texts(cfg, run.rows, setup.eval_rows)
@@ -196,8 +190,6 @@ def result(run: Run, setup: Setup) -> dict[str, Any]:
         return ls_result(run, setup)
     path = setup.path(run)
     if not path.is_file():
-        from lsllama.run import atomic_write_text
-
         figures = sft_result(run, setup) if run.method == "sft" else tfidf_result(run, setup)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(figures, indent=2) + "\n")
@@ -302,7 +294,7 @@ def setup_from(args) -> Setup:
     cache = args.cache.resolve()
     if args.model != "tiny-random":
         return Setup(args.model, args.model, args.eval_rows, cache)
-    from benchmarks.paper import model_folder
+    from benchmarks.paper import model_folder  # the paper suite's runner: imported only where it is needed
 
     return Setup(args.model, model_folder(args.model, cache), args.eval_rows, cache)
 
