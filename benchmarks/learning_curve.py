@@ -30,9 +30,12 @@ results/learning_curve.json, .md (mean ± std over seeds, with the number of see
 Size with the defaults: 2 data sets × 4 sizes × 3 seeds = 24 cells; × 3 model runs (ls, ls-paper,
 sft) = 72 trainings, plus 24 TF-IDF fits (seconds each). At batch 16 an epoch is 7 / 19 / 63 / 125
 steps for 100 / 300 / 1,000 / 2,000 rows; with a 100-step floor ls and sft make 100 / 100 / 100 / 125
-steps, ls-paper one epoch: about 6,400 optimizer steps in all, a third of them SFT's (longer inputs:
-prompt and chat template). Sized to run in under two hours on a fast machine (a GPU); on the 2-core
-development CPU, at the rates benchmarks/paper.py fitted, it is several times that (SFT on AG News most).
+steps, ls-paper one epoch: about 6,400 optimizer steps in all, 40% of them SFT's, on longer inputs (prompt
+and chat template: SST-2 ~73 tokens against LS's 16, AG News ~124 against 59). Sized to
+run in under two hours on a fast machine (a GPU: most of the time is then model loading, 72 times). On
+the 2-core development CPU, at the rates benchmarks/paper.py fitted, one seed takes about 3 hours
+(SST-2 1, AG News 2; SFT 60% of it): pass fewer --seeds, --rows or --methods there. The record's second
+table gives the measured wall time of every run type, to size the rest from the first seed.
 """
 
 from __future__ import annotations
@@ -73,6 +76,9 @@ METHODS = {
 STEP0 = "ls at step 0 (zero-shot through the head)"
 LS_FLAGS = {"ls": [], "ls-paper": ["--head-init", "random", "--min-steps", "0"]}
 """`lsllama train` flags of each LS method beyond data, rows, model and seed."""
+WALL_TIME = "learning_curve_seconds.json"
+"""Written into an LS run folder by this benchmark: the run's wall time (process start, loading, training,
+evaluations), which results.json does not hold (its throughput times the training loop only)."""
 MODEL_RUNS = ("ls", "ls-paper", "sft")
 """After TF-IDF, in this order at each size: sft reads the ls run's step count."""
 SEQUENCE_DATASETS = [name for name, spec in DATASETS.items() if spec.task == "sequence"]
@@ -127,14 +133,18 @@ def ls_flags(run: Run, setup: Setup) -> list[str]:
 
 def ls_result(run: Run, setup: Setup) -> dict[str, Any]:
     """small_data's reading of the run folder (training it first when unfinished), with the head and step
-    floor it ran with: the defaults of the lsllama that made it."""
-    folder = setup.path(run)
+    floor it ran with (the defaults of the lsllama that made it) and the run's wall time, kept beside it."""
+    folder, trained = setup.path(run), not is_cached(run, setup)
+    start = time.perf_counter()
     try:
         result = run_once(folder, ls_flags(run, setup))
     except subprocess.CalledProcessError as error:
         raise SystemExit(f"learning_curve: `lsllama train` failed for {folder}:\n{error.stderr[-3000:]}") from None
+    if trained:
+        atomic_write_text(folder / WALL_TIME, json.dumps({"seconds": time.perf_counter() - start}) + "\n")
+    wall = json.loads((folder / WALL_TIME).read_text())["seconds"] if (folder / WALL_TIME).is_file() else None
     cfg = RunConfig.load(folder / CONFIG)
-    return {**result, "head_init": cfg.model.head_init, "min_steps": cfg.train.min_steps}
+    return {**result, "seconds": wall, "head_init": cfg.model.head_init, "min_steps": cfg.train.min_steps}
 
 
 def sft_epochs(steps: int, batches_per_epoch: int) -> float:
@@ -241,23 +251,27 @@ def cells(found: list[dict], datasets: list[str], sizes: list[int], methods: lis
     return result
 
 
+def header(columns: list[tuple[str, int]]) -> list[str]:
+    names = " | ".join(f"{d}, {n} rows" for d, n in columns)
+    return [f"| method | {names} |", "| --- |" + " ---: |" * len(columns)]
+
+
 def table(found: list[dict], datasets: list[str], sizes: list[int], methods: list[str]) -> str:
+    """Accuracy per method (and the step-0 point) and column, then what each run cost."""
     columns = [(d, n) for d in datasets for n in sorted(sizes)]
-    header = "| method | " + " | ".join(f"{d}, {n} rows" for d, n in columns) + " |"
-    rows = [header, "| --- |" + " ---: |" * len(columns)]
+    rows = header(columns)
     for label, method, key in lines(methods):
         rows.append(f"| {label} | " + " | ".join(mean_std(values(found, method, d, n, key)) for d, n in columns) + " |")
-    costs = ["", "Optimizer steps and seconds per run (mean over the runs above; LS: its training loop only):", ""]
-    costs += ["| method | " + " | ".join(f"{d}, {n} rows" for d, n in columns) + " |", rows[1]]
+    rows += ["", "Optimizer steps and wall seconds per run (mean over the runs above):", "", *header(columns)]
     for method in methods:
         cells = []
         for d, n in columns:
             steps, seconds = values(found, method, d, n, "steps"), values(found, method, d, n, "seconds")
-            seconds = seconds or values(found, method, d, n, "train_seconds")
-            cell = f"{statistics.mean(steps):.0f} steps, " if steps else ""
-            cells.append(cell + f"{statistics.mean(seconds):.0f} s" if seconds else "—")
-        costs.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(rows + costs)
+            parts = [f"{statistics.mean(steps):.0f} steps"] if steps else []
+            parts += [f"{statistics.mean(seconds):.0f} s"] if seconds else []
+            cells.append(", ".join(parts) or "—")
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def chart(found: list[dict], datasets: list[str], sizes: list[int], methods: list[str], title: str, path: Path) -> None:

@@ -58,6 +58,7 @@ def test_a_run_writes_its_record_then_resumes_and_reports_a_partial_cache_with_s
     assert set(runs) == {"tfidf", "ls", "ls-paper", "sft"}
     assert runs["ls"]["step0"] is not None and runs["ls-paper"]["step0"] is None
     assert runs["sft"]["steps"] == runs["ls"]["steps"]
+    assert all(run["seconds"] > 0 for run in runs.values())  # LS: the wall time kept beside its run folder
     markdown = (tmp_path / "out" / "learning_curve.md").read_text()
     assert "| ls at step 0 (zero-shot through the head) | " in markdown and "(1 run)" in markdown
     assert (tmp_path / "out" / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
