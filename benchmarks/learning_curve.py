@@ -40,6 +40,7 @@ table gives the measured wall time of every run type, to size the rest from the 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -186,7 +187,7 @@ def sft_result(run: Run, setup: Setup) -> dict[str, Any]:
 
 
 def tfidf_result(run: Run, setup: Setup) -> dict[str, Any]:
-
+    """TF-IDF on the rows the ls run of the cell reads (lsllama's data defaults for the data set)."""
     cfg = build_config(task="sequence", overrides={"data": {"data": run.dataset}}).resolved()
     train, evaluation, labels = labelled_texts(cfg, run.rows, setup.eval_rows)
     start = time.perf_counter()
@@ -304,7 +305,7 @@ def chart(found: list[dict], datasets: list[str], sizes: list[int], methods: lis
     os.replace(tmp, path)
 
 
-def setup_from(args) -> Setup:
+def setup_from(args: argparse.Namespace) -> Setup:
     cache = args.cache.resolve()
     if args.model != "tiny-random":
         return Setup(args.model, args.model, args.eval_rows, cache)
