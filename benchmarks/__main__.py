@@ -26,6 +26,7 @@ COMMANDS = (
     "gpu",
     "small_data",
     "time_to_accuracy",
+    "learning_curve",
 )
 
 

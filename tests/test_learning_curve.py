@@ -1,0 +1,96 @@
+"""benchmarks/learning_curve.py on the tiny random model: the record it writes, its resumable cache, a
+report from a partial cache, and SFT trained for the step count of the LS run beside it."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks.learning_curve import plan, sft_epochs
+
+from lsllama.data.batching import train_batches
+
+from .conftest import DATA_ROOT, REPO
+
+needs_data = pytest.mark.skipif(not (DATA_ROOT / "ag_news").is_dir(), reason=f"no data under {DATA_ROOT}")
+
+
+def learning_curve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "benchmarks", "learning_curve", "--model", "tiny-random", "--eval-rows", "16"]
+    command += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def cache_files(tmp_path: Path) -> dict[str, int]:
+    """Every file under the cache with its modification time: a run that trains adds or rewrites some."""
+    return {str(p.relative_to(tmp_path)): p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
+
+
+def test_sft_is_given_the_epochs_that_make_exactly_the_ls_run_steps():
+    # instruction_sft trains ceil(epochs × batches per epoch) steps; a batch plan without a token budget
+    # has ceil(rows / batch size) batches, whatever the lengths.
+    assert len(train_batches([3, 40, 7] * 11, 16, 0, 0)) == math.ceil(33 / 16)
+    for steps in range(1, 300):
+        for batches in range(1, 130):
+            assert math.ceil(sft_epochs(steps, batches) * batches) == steps, (steps, batches)
+
+
+def test_the_plan_goes_seed_by_seed_cheapest_first_with_ls_before_its_sft():
+    runs = plan(["sst2", "ag_news"], [1000, 100], [0, 1], ["sft", "ls", "tfidf"])
+    assert [(r.seed, r.rows, r.method) for r in runs[:6]] == [
+        (0, 100, "tfidf"), (0, 100, "tfidf"), (0, 1000, "tfidf"), (0, 1000, "tfidf"), (0, 100, "ls"), (0, 100, "sft")
+    ]  # fmt: skip
+    assert [r.seed for r in runs] == [0] * 12 + [1] * 12
+
+
+@needs_data
+def test_a_run_writes_its_record_then_resumes_and_reports_a_partial_cache_with_seed_counts(tmp_path: Path):
+    first = learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0")
+    assert "4 runs, 0 cached, 4 to run" in first.stdout
+    record = json.loads((tmp_path / "out" / "learning_curve.json").read_text())
+    runs = {r["method"]: r for r in record["runs"]}
+    assert set(runs) == {"tfidf", "ls", "ls-paper", "sft"}
+    assert runs["ls"]["step0"] is not None and runs["ls-paper"]["step0"] is None
+    assert runs["sft"]["steps"] == runs["ls"]["steps"]
+    assert all(run["seconds"] > 0 for run in runs.values())  # LS: the wall time kept beside its run folder
+    markdown = (tmp_path / "out" / "learning_curve.md").read_text()
+    assert "| ls at step 0 (zero-shot through the head) | " in markdown and "(1 run)" in markdown
+    assert (tmp_path / "out" / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
+
+    before = cache_files(tmp_path)
+    again = learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0")
+    assert "4 runs, 4 cached, 0 to run" in again.stdout and cache_files(tmp_path) == before
+    assert json.loads((tmp_path / "out" / "learning_curve.json").read_text())["runs"] == record["runs"]
+
+    learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0", "1", "--methods", "tfidf")
+    before = cache_files(tmp_path)
+    report = learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0", "1", "--report-only")
+    assert "8 runs, 5 cached, 0 to run" in report.stdout and cache_files(tmp_path) == before
+    lines = (tmp_path / "out" / "learning_curve.md").read_text().splitlines()
+    assert "(2 seeds) |" in next(line for line in lines if line.startswith("| TF-IDF"))
+    assert "(1 run) |" in next(line for line in lines if line.startswith("| LS, lsllama defaults"))
+    cells = json.loads((tmp_path / "out" / "learning_curve.json").read_text())["cells"]
+    assert {(c["method"], c["figure"]): c["seeds"] for c in cells} == {
+        ("tfidf", "accuracy"): 2, ("ls", "accuracy"): 1, ("ls", "step0"): 1, ("ls-paper", "accuracy"): 1,
+        ("sft", "accuracy"): 1,
+    }  # fmt: skip
+
+
+@needs_data
+def test_sft_trains_for_the_steps_that_the_ls_run_of_its_cell_made(tmp_path: Path):
+    """The step count comes from the ls run's record (a step floor makes it more than one epoch's)."""
+    common = ["--datasets", "ag_news", "--rows", "24", "--seeds", "0"]
+    learning_curve(tmp_path, *common, "--methods", "ls")
+    (ls_folder,) = (tmp_path / "cache" / "tiny-random").glob("ag_news-n24-e16-ls-s0")
+    results = json.loads((ls_folder / "results.json").read_text())
+    assert results["global_step"] == 2  # one epoch of 24 rows at batch 16
+    (ls_folder / "results.json").write_text(json.dumps({**results, "global_step": 5}))
+    learning_curve(tmp_path, *common, "--methods", "sft")
+    sft = json.loads((tmp_path / "cache" / "tiny-random" / "ag_news-n24-e16-sft-s0.json").read_text())
+    assert (sft["steps"], sft["ls_steps"]) == (5, 5)
