@@ -61,7 +61,7 @@ from lsllama.config import RunConfig  # noqa: E402
 from lsllama.data.batching import padded_length  # noqa: E402
 from lsllama.modeling.loading import load_tokenizer, model_source, tiny_random_config  # noqa: E402
 from lsllama.modeling.masks import text_config  # noqa: E402
-from lsllama.run import RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
+from lsllama.run_folder import RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
 
 RUN_FORMAT = 1
 """Part of every run's cache key: bump it when a change to this code changes what a run computes."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lsllama import Classifier, build_config
-from lsllama.run import RunFolder
+from lsllama.run_folder import RunFolder
 
 
 def toy_config(data, **train):

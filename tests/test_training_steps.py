@@ -133,7 +133,7 @@ def test_truncated_training_texts_are_counted_and_measured(toy_data, tokenizer, 
 
 
 def test_checkpoints_keep_every_process_rng_state(tmp_path):
-    from lsllama.run import RunFolder
+    from lsllama.run_folder import RunFolder
     from lsllama.training.checkpoint import TrainerState, load_checkpoint, rng_state, save_checkpoint
 
     states = []

@@ -29,7 +29,7 @@ from lsllama.evaluation.evaluate import predict_logits, score, softmax
 from lsllama.evaluation.scoring import sigmoid
 from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
-from lsllama.run import MODEL_WEIGHTS, TOKENIZER, RunFolder
+from lsllama.run_folder import MODEL_WEIGHTS, TOKENIZER, RunFolder
 from lsllama.training.loop import fit
 
 WORD_PATTERN = re.compile(r"\w+(?:['\-.]\w+)*|[^\w\s]")

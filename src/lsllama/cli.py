@@ -353,7 +353,7 @@ def train(
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
     from lsllama.config import layered_config, read_config_file
     from lsllama.data.dataset import infer_task
-    from lsllama.run import RunFolder
+    from lsllama.run_folder import RunFolder
     from lsllama.training.loop import train as run_training
 
     targets = None
@@ -463,7 +463,7 @@ def evaluate(
     and refreshes the model card (RUN/README.md), or into --output alone; prints the metrics (JSON)."""
     from lsllama.api import Classifier
     from lsllama.evaluation.report import plot_learning_curves, write_report
-    from lsllama.run import LOG, RunFolder
+    from lsllama.run_folder import LOG, RunFolder
     from lsllama.training.card import REPORT, write_model_card
 
     if output is not None and output.exists() and not output.is_dir():
@@ -510,7 +510,7 @@ def predict(
 ) -> None:
     """Predict labels (sequence task: a label, a set of labels or a value) or entities (token task) for every
     input text. Blank lines of a .txt input are skipped, and counted on stderr."""
-    from lsllama.run import RunFolder
+    from lsllama.run_folder import RunFolder
     from lsllama.serving.files import output_format, predict_inputs, read_inputs, write_predictions
 
     format = format.value

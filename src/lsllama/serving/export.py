@@ -50,7 +50,7 @@ from lsllama.config import RunConfig
 from lsllama.data.encoding import sequence_layout, special_affixes
 from lsllama.errors import UsageError
 from lsllama.modeling.model import build_model
-from lsllama.run import (
+from lsllama.run_folder import (
     CONFIG,
     EXPORTED_RUN,
     LABELS,

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lsllama.errors import RunError
-from lsllama.run import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
+from lsllama.run_folder import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
 
 STATE = "trainer_state.json"
 CHECKPOINT_WEIGHTS = "weights.safetensors"

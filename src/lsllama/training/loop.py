@@ -38,7 +38,7 @@ from lsllama.modeling.compilation import compile_decoder_layers, eagerly, requir
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import TargetScaling, sequence_loss, target_scaling
-from lsllama.run import (
+from lsllama.run_folder import (
     CHECKPOINTS,
     CONFIG,
     LABELS,
