@@ -50,7 +50,8 @@ class ModelConfig:
     bidirectional: bool | None = None
     """Remove the causal mask in every layer (LS-unLLaMA). None: per task (token task: True)."""
     unmask_from_layer: int | None = None
-    """Only layers with index >= K attend bidirectionally; layers below stay causal."""
+    """Only layers with index >= K attend bidirectionally; layers below stay causal. Set, it decides every
+    layer, and the saved config has `bidirectional: false` (an older run folder's `true` beside it meant the same)."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -212,7 +213,9 @@ class RunConfig:
             raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
         if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
             raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
-        if cfg.model.bidirectional is None:
+        if cfg.model.unmask_from_layer is not None:
+            cfg.model.bidirectional = False  # layer-wise unmasking decides each layer; `bidirectional` is not read
+        elif cfg.model.bidirectional is None:
             cfg.model.bidirectional = cfg.task == "token"
         allowed = metric_names(cfg.task, cfg.data.problem)
         if cfg.train.metric_for_best is None:
