@@ -25,7 +25,7 @@ from lsllama.config import PRECISIONS, RunConfig
 from lsllama.data.dataset import Example, LabelSet, load_split
 from lsllama.data.encoding import encode_examples
 from lsllama.errors import DataError, UsageError
-from lsllama.evaluation.evaluate import predict_logits, score, softmax
+from lsllama.evaluation.evaluate import predict_logits, softmax, split_metrics
 from lsllama.evaluation.scoring import sigmoid
 from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
@@ -280,7 +280,7 @@ class Classifier:
             self.model, self.task, examples, items, self.tokenizer.pad_token_id, batch_size, self.device, progress=True
         )
         thresholds = self.thresholds if self.problem == "multi_label" else None
-        metrics = score(self.task, examples, logits, self.labels, thresholds)
+        metrics = split_metrics(self.task, examples, logits, self.labels, thresholds)
         if self.task == "token":
             metrics["windowed_sentences"] = altered
         else:  # texts longer than --max-length: cut, or read in windows (long_text says which)

@@ -30,7 +30,7 @@ from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import VALIDATION_ROWS, Example, LabelSet, TrainingData, resolve_labels, training_data
 from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words, sequence_layout
 from lsllama.errors import RunError, TrainingError, UsageError
-from lsllama.evaluation.evaluate import predict_logits, score
+from lsllama.evaluation.evaluate import predict_logits, split_metrics
 from lsllama.evaluation.report import read_events
 from lsllama.evaluation.scoring import improves
 from lsllama.heap import release_free_heap_pages
@@ -436,7 +436,7 @@ class Trainer:
                 self.accelerator.process_index,
                 self.world,
             )
-        metrics = score(self.cfg.task, inputs.val_examples, logits, inputs.labels)
+        metrics = split_metrics(self.cfg.task, inputs.val_examples, logits, inputs.labels)
         value = metrics[metric]
         improved = improves(metric, value, state.best_metric)
         if improved:
