@@ -354,7 +354,7 @@ def train(
     from lsllama.config import layered_config, read_config_file
     from lsllama.data.dataset import infer_task
     from lsllama.run_folder import RunFolder
-    from lsllama.training.loop import train as run_training
+    from lsllama.training.loop import train_run
 
     targets = None
     if lora_targets is not None:
@@ -422,7 +422,7 @@ def train(
     if cfg.data.data is None and cfg.data.train_file is None:
         raise UsageError("--data (or --train-file) is required")
     finished_before = resume is not False and RunFolder(output).finished
-    results = run_training(cfg, output, resume=resume, progress=not quiet)
+    results = train_run(cfg, output, resume=resume, progress=not quiet).results
     if finished_before:
         typer.echo(
             f"{output} holds this run, finished: its results are printed below, nothing was trained. "

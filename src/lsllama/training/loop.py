@@ -112,18 +112,19 @@ def _optimizer(
     return torch.optim.AdamW(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
 
 
-def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train a run into `output` and return its results. Re-running on a finished run returns its results;
-    on a run with checkpoints it resumes (unless `resume=False`, which starts over)."""
-    return fit(cfg, output, resume, progress)[0]
+@dataclass
+class TrainedRun:
+    """What training hands back: the run's results (results.json's content) and the trained model."""
+
+    results: dict[str, Any]
+    model: LabelSupervisedModel | None
+    """The last weights, so that a caller can predict without loading the backbone a second time; None if
+    the run was already finished, ran in several processes or compiled its layers (reload the run)."""
 
 
-def fit(
-    cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
-) -> tuple[dict[str, Any], LabelSupervisedModel | None]:
-    """`train`, also handing back the trained model (last weights; None if the run was already finished, ran
-    in several processes or compiled its layers), so that a caller can predict without loading the backbone
-    a second time."""
+def train_run(cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True) -> TrainedRun:
+    """Train a run into `output`. Re-running on a finished run returns its results; on a run with
+    checkpoints it resumes (unless `resume=False`, which starts over)."""
     cfg = cfg.resolved()
     run = RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
@@ -133,11 +134,11 @@ def fit(
     accelerator = make_accelerator()
     inputs = prepare_inputs(cfg, run, resume)
     if inputs is None:  # finished before, with these settings
-        return run.results(), None
+        return TrainedRun(run.results(), None)
     trainer = Trainer.start(cfg, run, inputs, accelerator, resume, progress)
     trainer.run_steps()
     results = trainer.finish()
-    return results, trainer.model_for_inference()
+    return TrainedRun(results, trainer.model_for_inference())
 
 
 @dataclass
