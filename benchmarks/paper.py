@@ -162,9 +162,13 @@ SFT_IGNORES = ("head_init",)
 """LS model settings that instruction SFT never reads (it generates with the pretrained output layer)."""
 
 
+RENAMED_IN_KEY = {"micro_batches": "gradient_accumulation"}
+"""Train settings renamed after the records were made: keyed by the name the records have."""
+
+
 def _train_settings(train: dict[str, Any]) -> dict[str, Any]:
     return {
-        key: value
+        RENAMED_IN_KEY.get(key, key): value
         for key, value in train.items()
         if key not in NOT_IN_KEY and not (key in ADDED_AT_DEFAULT and value == ADDED_AT_DEFAULT[key])
     }

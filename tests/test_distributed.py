@@ -179,7 +179,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_global_batch(data, s
     assert "micro-batch 8 -> 4" in said and "micro-batch 4 -> 2" in said, said[-2000:]
     assert_same_model(single, out)  # same global batch of 8, now in 4 micro-batches of 2
     last = sorted((out / "checkpoints").iterdir())[-1]  # a resumed run goes on with 4, not 1 and 2 more errors
-    assert json.loads((last / "trainer_state.json").read_text())["gradient_accumulation"] == 4
+    assert json.loads((last / "trainer_state.json").read_text())["micro_batches"] == 4
 
 
 def test_out_of_memory_at_micro_batch_one_stops_with_a_clear_error(data, tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def test_gradients_synchronise_once_per_optimizer_step_with_accumulation(toy_dat
 
     monkeypatch.setattr(Accelerator, "backward", spy)
     out = tmp_path / "run"
-    loop.train_run(toy_config(toy_data, gradient_accumulation=2), out, progress=False)
+    loop.train_run(toy_config(toy_data, micro_batches=2), out, progress=False)
     steps = len(events(out, "train"))
     assert steps == 12 and len(flags) == 2 * steps  # 96 rows in batches of 8, each in 2 micro-batches
     assert flags == [False, True] * steps

@@ -184,7 +184,7 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
     checked against its config dataclass: every setting has a flag this way, without one written for it."""
     import yaml
 
-    from lsllama.config import RunConfig
+    from lsllama.config import RunConfig, with_current_keys
 
     raw: dict[str, dict[str, Any]] = {}
     for setting in settings:
@@ -193,6 +193,7 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
         if not (equals and dot and key):
             raise UsageError(f"--set {setting}: expected SECTION.KEY=VALUE, e.g. model.lora_r=8")
         raw.setdefault(section, {})[key] = yaml.safe_load(text) if text else None
+    raw = with_current_keys(raw, "--set")
     checked = RunConfig.from_dict(raw, source="--set")  # unknown sections or keys, wrong types: one line
     return {section: {key: getattr(getattr(checked, section), key) for key in keys} for section, keys in raw.items()}
 
@@ -261,9 +262,10 @@ def train(
     ] = None,
     head_lr: Annotated[float | None, Opt("--head-lr", help="The head's learning rate (default: --lr).")] = None,
     max_tokens: Annotated[int | None, Opt(help="Build batches to this padded-token budget instead.")] = None,
-    gradient_accumulation: Annotated[
-        int | None, Opt(help=f"Split each batch into this many passes (default {T.gradient_accumulation}).")
+    micro_batches: Annotated[
+        int | None, Opt(help=f"Split each batch into this many passes (default {T.micro_batches}).")
     ] = None,
+    gradient_accumulation: Annotated[int | None, Opt(hidden=True)] = None,  # --micro-batches in 0.1, same meaning
     max_length: Annotated[
         int | None, Opt(help=f"Most tokens per text / window (default {D.max_length}; up to the model's context).")
     ] = None,
@@ -402,7 +404,7 @@ def train(
             "head_learning_rate": head_lr,
             "batch_size": batch_size,
             "max_tokens": max_tokens,
-            "gradient_accumulation": gradient_accumulation,
+            "micro_batches": micro_batches if micro_batches is not None else gradient_accumulation,
             "seed": seed,
             "eval_every": eval_every,
             "metric_for_best": value(metric_for_best),

@@ -137,7 +137,10 @@ class TrainConfig:
     """Examples per optimizer step (global, over all processes and accumulation steps)."""
     max_tokens: int | None = None
     """If set, batches are built to this padded-token budget instead of a fixed example count."""
-    gradient_accumulation: int = 1
+    micro_batches: int = 1
+    """Each process splits its share of a batch into this many passes, adding up their gradients: the same
+    `batch_size` examples per optimizer step in less memory. (transformers' `gradient_accumulation_steps`
+    multiplies the batch instead; this setting was called `gradient_accumulation` before, with this meaning.)"""
     max_grad_norm: float = 1.0
     seed: int = 42
     eval_every: int = 0
@@ -233,7 +236,7 @@ class RunConfig:
             ("--learning-rate", cfg.train.learning_rate),
             ("--batch-size", cfg.train.batch_size),
             ("--max-length", cfg.data.max_length),
-            ("--gradient-accumulation", cfg.train.gradient_accumulation),
+            ("--micro-batches", cfg.train.micro_batches),
         ):
             if value is None or value <= 0:
                 raise UsageError(f"{name} must be positive, got {value}")
@@ -257,8 +260,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        if not isinstance(raw, dict):
-            raise UsageError(f"{source}: expected a mapping at the top level")
+        raw = with_current_keys(raw, source)
         unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
             raise UsageError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -288,6 +290,30 @@ def read_config_file(path: str | Path) -> Any:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+RENAMED_KEYS = {"train": {"gradient_accumulation": "micro_batches"}}
+"""Keys renamed since run folders were first written, old name -> new: read under the new name, same meaning."""
+
+
+def with_current_keys(raw: Any, source: str) -> dict[str, Any]:
+    """`raw` (a parsed config file) with renamed keys under their current names, so that the config files and
+    run folders written before a rename still load."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: expected a mapping at the top level")
+    current = dict(raw)
+    for section, renames in RENAMED_KEYS.items():
+        values = current.get(section)
+        if not isinstance(values, dict) or not renames.keys() & values.keys():
+            continue
+        values = dict(values)
+        for old, new in renames.items():
+            if old in values and new in values:
+                raise UsageError(f"{source}: {section}.{old} is the old name of {section}.{new}: give one of them")
+            if old in values:
+                values[new] = values.pop(old)
+        current[section] = values
+    return current
 
 
 def _build_section(kind: type, raw: Any, source: str) -> Any:
@@ -394,6 +420,7 @@ def layered_config(
         raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     file_layer: dict[str, Any] = {}
     if raw is not None:
+        raw = with_current_keys(raw, source)
         loaded = RunConfig.from_dict(raw, source=source)  # validates keys and types, naming the file in errors
         # Only the keys the file sets, as the loaded (type-checked, converted) values.
         file_layer = {

@@ -216,7 +216,7 @@ class Trainer:
     """Names of the tensors a run keeps (trainable weights, decision buffers)."""
     total_steps: int
     compiled: bool
-    accumulation: int
+    micro_batches: int
     """Micro-batches per batch at least (more on CPU for wide batches); doubled after out-of-memory."""
     bar: tqdm
     writer: Any = None
@@ -268,7 +268,7 @@ class Trainer:
             _restore(checkpoint, unwrapped, optimizer, scheduler, accelerator.process_index)
         show = progress and accelerator.is_main_process
         bar = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not show, dynamic_ncols=True)
-        accumulation = state.gradient_accumulation or train.gradient_accumulation
+        micro_batches = state.micro_batches or train.micro_batches
         trainer = cls(
             cfg,
             run,
@@ -282,7 +282,7 @@ class Trainer:
             saved,
             total_steps,
             compiled,
-            accumulation,
+            micro_batches,
             bar,
             _tensorboard(run, cfg) if accelerator.is_main_process else None,
         )
@@ -368,7 +368,7 @@ class Trainer:
             loss, tokens = self.forward_backward(batch)
         except torch.cuda.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
-            self.accumulation = _halve_micro_batch(batch, self.accumulation, self.world, self.bar)
+            self.micro_batches = _halve_micro_batch(batch, self.micro_batches, self.world, self.bar)
             return None
         if not math.isfinite(loss):
             kept = list_checkpoints(self.run)
@@ -393,7 +393,7 @@ class Trainer:
         items, world = self.inputs.train_items, self.world
         batch_items = [items[i] for i in batch]
         n_targets = max(1, _n_targets(batch_items, self.cfg.task))
-        parts = max(self.accumulation, _parts_to_fit(batch_items, world, self.device))
+        parts = max(self.micro_batches, _parts_to_fit(batch_items, world, self.device))
         micro_batches = [batch[k::parts] for k in range(parts) if batch[k::parts]]
         step_loss, tokens = torch.zeros((), device=self.device), 0
         for k, micro in enumerate(micro_batches):
@@ -471,7 +471,7 @@ class Trainer:
         weights = gather_weights(self.unwrapped, self.saved)
         optimizer_state = gather_optimizer_state(self.unwrapped, self.optimizer)
         rngs = gather_object([rng_state()]) if self.world > 1 else [rng_state()]
-        self.state.gradient_accumulation = self.accumulation
+        self.state.micro_batches = self.micro_batches
         if self.main:
             save_checkpoint(
                 self.run,
@@ -666,15 +666,15 @@ def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
     return max(1, -(-padded // CPU_MICRO_BATCH_TOKENS))
 
 
-def _halve_micro_batch(batch: list[int], accumulation: int, world: int, bar: tqdm) -> int:
-    """On CUDA out-of-memory: twice the accumulation steps, same global batch; give up at one example."""
-    micro = -(-len(batch) // (accumulation * world))
+def _halve_micro_batch(batch: list[int], micro_batches: int, world: int, bar: tqdm) -> int:
+    """On CUDA out-of-memory: twice the micro-batches, same global batch; give up at one example."""
+    micro = -(-len(batch) // (micro_batches * world))
     if micro <= 1:
         raise TrainingError("CUDA out of memory with a micro-batch of 1: lower --max-length or use --load-in-4bit")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    bar.write(f"CUDA out of memory: micro-batch {micro} -> {-(-micro // 2)} (gradient accumulation x2)")
-    return accumulation * 2
+    bar.write(f"CUDA out of memory: micro-batch {micro} -> {-(-micro // 2)} (micro-batches x2)")
+    return micro_batches * 2
 
 
 def _check_same_run(run: RunFolder, cfg: RunConfig) -> None:
