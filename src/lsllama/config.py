@@ -134,7 +134,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     batch_size: int = 16
-    """Examples per optimizer step (global, over all processes and accumulation steps)."""
+    """Examples per optimizer step (global, over all processes and micro-batches)."""
     max_tokens: int | None = None
     """If set, batches are built to this padded-token budget instead of a fixed example count."""
     micro_batches: int = 1
