@@ -181,71 +181,11 @@ class RunConfig:
             data=dataclasses.replace(self.data),
             train=dataclasses.replace(self.train),
         )
-        if cfg.task not in TASKS:
-            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-        if cfg.model.pooling not in POOLINGS:
-            raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
-        if cfg.model.head_init not in HEAD_INITS:
-            raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
-        if cfg.data.template is not None and "{text}" not in cfg.data.template:
-            raise UsageError(f"--template must contain {{text}}, got {cfg.data.template!r}")
-        if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
-            raise UsageError("--template is for the sequence task with single texts")
-        if cfg.model.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
-        if cfg.model.quantization not in (None, "4bit", "8bit"):
-            raise UsageError(f"quantization must be 4bit or 8bit, got {cfg.model.quantization!r}")
-        if cfg.data.problem not in PROBLEMS:
-            raise UsageError(f"--problem must be one of {', '.join(PROBLEMS)}, got {cfg.data.problem!r}")
-        if cfg.data.long_text not in LONG_TEXT:
-            raise UsageError(f"--long-text must be one of {', '.join(LONG_TEXT)}, got {cfg.data.long_text!r}")
-        if cfg.task == "token" and cfg.data.problem != "single_label":
-            raise UsageError(f"--problem {cfg.data.problem} is for the sequence task (the token task tags words)")
-        if cfg.task == "token" and cfg.data.long_text != "head":
-            raise UsageError("--long-text is for the sequence task (the token task reads long sentences in windows)")
-        if cfg.data.long_text == "windows" and cfg.data.text_pair_column:
-            raise UsageError("--long-text windows reads single texts; text pairs need head, tail or head_tail")
-        for name, count in (
-            ("--max-train-samples", cfg.data.max_train_samples),
-            ("--max-eval-samples", cfg.data.max_eval_samples),
-        ):
-            if count is not None and count <= 0:
-                raise UsageError(f"{name} must be positive, got {count}")
-        fraction = cfg.data.validation_fraction
-        if not 0 <= fraction < 1:
-            raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
-        if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
-            raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
-        if cfg.model.unmask_from_layer is not None:
-            cfg.model.bidirectional = False  # layer-wise unmasking decides each layer; `bidirectional` is not read
-        elif cfg.model.bidirectional is None:
-            cfg.model.bidirectional = cfg.task == "token"
-        allowed = metric_names(cfg.task, cfg.data.problem)
-        if cfg.train.metric_for_best is None:
-            cfg.train.metric_for_best = allowed[0]
-        if cfg.train.metric_for_best not in allowed:
-            problem = "" if cfg.task == "token" else f" ({cfg.data.problem})"
-            raise UsageError(
-                f"--metric-for-best must be one of {', '.join(allowed)} for the {cfg.task} task{problem}, "
-                f"got {cfg.train.metric_for_best!r}"
-            )
-        if cfg.model.unmask_from_layer is not None and cfg.model.unmask_from_layer < 0:
-            raise UsageError("--unmask-from-layer must be >= 0")
-        for name, value in (
-            ("--epochs", cfg.train.epochs),
-            ("--learning-rate", cfg.train.learning_rate),
-            ("--batch-size", cfg.train.batch_size),
-            ("--max-length", cfg.data.max_length),
-            ("--micro-batches", cfg.train.micro_batches),
-        ):
-            if value is None or value <= 0:
-                raise UsageError(f"{name} must be positive, got {value}")
-        if cfg.train.min_steps is None or cfg.train.min_steps < 0:
-            raise UsageError(f"--min-steps must be >= 0, got {cfg.train.min_steps}")
-        if cfg.train.head_learning_rate is not None and cfg.train.head_learning_rate <= 0:
-            raise UsageError(f"--head-lr must be positive, got {cfg.train.head_learning_rate}")
-        if cfg.data.max_length < 8:
-            raise UsageError(f"--max-length must be at least 8, got {cfg.data.max_length}")
+        _check_choices(cfg)
+        _check_data_sizes(cfg)
+        _resolve_attention(cfg)
+        _resolve_metric(cfg)
+        _check_numbers(cfg)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,6 +216,89 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    """Each setting with a fixed set of values holds one of them, and the ones that go together do."""
+    if cfg.task not in TASKS:
+        raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.model.pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
+    if cfg.model.head_init not in HEAD_INITS:
+        raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
+    if cfg.data.template is not None and "{text}" not in cfg.data.template:
+        raise UsageError(f"--template must contain {{text}}, got {cfg.data.template!r}")
+    if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
+        raise UsageError("--template is for the sequence task with single texts")
+    if cfg.model.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
+    if cfg.model.quantization not in (None, "4bit", "8bit"):
+        raise UsageError(f"quantization must be 4bit or 8bit, got {cfg.model.quantization!r}")
+    if cfg.data.problem not in PROBLEMS:
+        raise UsageError(f"--problem must be one of {', '.join(PROBLEMS)}, got {cfg.data.problem!r}")
+    if cfg.data.long_text not in LONG_TEXT:
+        raise UsageError(f"--long-text must be one of {', '.join(LONG_TEXT)}, got {cfg.data.long_text!r}")
+    if cfg.task == "token" and cfg.data.problem != "single_label":
+        raise UsageError(f"--problem {cfg.data.problem} is for the sequence task (the token task tags words)")
+    if cfg.task == "token" and cfg.data.long_text != "head":
+        raise UsageError("--long-text is for the sequence task (the token task reads long sentences in windows)")
+    if cfg.data.long_text == "windows" and cfg.data.text_pair_column:
+        raise UsageError("--long-text windows reads single texts; text pairs need head, tail or head_tail")
+
+
+def _check_data_sizes(cfg: RunConfig) -> None:
+    for name, count in (
+        ("--max-train-samples", cfg.data.max_train_samples),
+        ("--max-eval-samples", cfg.data.max_eval_samples),
+    ):
+        if count is not None and count <= 0:
+            raise UsageError(f"{name} must be positive, got {count}")
+    fraction = cfg.data.validation_fraction
+    if not 0 <= fraction < 1:
+        raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
+    if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
+        raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
+
+
+def _resolve_attention(cfg: RunConfig) -> None:
+    """`bidirectional` as it ran: the task's default, or false where layer-wise unmasking decides each layer."""
+    if cfg.model.unmask_from_layer is not None:
+        cfg.model.bidirectional = False  # layer-wise unmasking decides each layer; `bidirectional` is not read
+    elif cfg.model.bidirectional is None:
+        cfg.model.bidirectional = cfg.task == "token"
+
+
+def _resolve_metric(cfg: RunConfig) -> None:
+    """The metric that selects the kept model: the task and problem's first unless one of theirs is given."""
+    allowed = metric_names(cfg.task, cfg.data.problem)
+    if cfg.train.metric_for_best is None:
+        cfg.train.metric_for_best = allowed[0]
+    if cfg.train.metric_for_best not in allowed:
+        problem = "" if cfg.task == "token" else f" ({cfg.data.problem})"
+        raise UsageError(
+            f"--metric-for-best must be one of {', '.join(allowed)} for the {cfg.task} task{problem}, "
+            f"got {cfg.train.metric_for_best!r}"
+        )
+
+
+def _check_numbers(cfg: RunConfig) -> None:
+    if cfg.model.unmask_from_layer is not None and cfg.model.unmask_from_layer < 0:
+        raise UsageError("--unmask-from-layer must be >= 0")
+    for name, value in (
+        ("--epochs", cfg.train.epochs),
+        ("--learning-rate", cfg.train.learning_rate),
+        ("--batch-size", cfg.train.batch_size),
+        ("--max-length", cfg.data.max_length),
+        ("--micro-batches", cfg.train.micro_batches),
+    ):
+        if value is None or value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
+    if cfg.train.min_steps is None or cfg.train.min_steps < 0:
+        raise UsageError(f"--min-steps must be >= 0, got {cfg.train.min_steps}")
+    if cfg.train.head_learning_rate is not None and cfg.train.head_learning_rate <= 0:
+        raise UsageError(f"--head-lr must be positive, got {cfg.train.head_learning_rate}")
+    if cfg.data.max_length < 8:
+        raise UsageError(f"--max-length must be at least 8, got {cfg.data.max_length}")
 
 
 def read_config_file(path: str | Path) -> Any:
