@@ -228,3 +228,32 @@ def test_a_checkpoint_from_before_the_rename_resumes_with_its_micro_batches():
     from lsllama.training.checkpoint import TrainerState
 
     assert TrainerState.from_json({"global_step": 4, "gradient_accumulation": 4}).micro_batches == 4
+
+
+def test_every_train_flag_sets_one_config_setting_of_the_dataclasses():
+    """`train` derives its overrides from the config dataclasses: a new flag must name a field (or be converted)."""
+    from lsllama.cli_options import COMMAND_ONLY, train_overrides
+
+    click_command = typer.main.get_command(app).commands["train"]
+    unset = {param.name: None for param in click_command.params}
+    for param in click_command.params:
+        if param.name in COMMAND_ONLY:
+            continue
+        given = "x" if param.name in ("lora_targets", "template", "labels") else True if param.is_flag else 2
+        overrides = train_overrides({**unset, param.name: given})
+        settings = [(section, key) for section, values in overrides.items() for key, v in values.items() if v]
+        assert len(settings) == 1, f"--{param.name}: sets {settings}"
+
+
+def test_train_flags_set_the_settings_they_name():
+    from lsllama.cli_options import train_overrides
+
+    click_command = typer.main.get_command(app).commands["train"]
+    unset = {param.name: None for param in click_command.params}
+    given = {"model": "tiny-random", "head_lr": 0.1, "keep_checkpoints": True, "load_in_8bit": True}
+    given |= {"lora_targets": "q, v", "template": "{text}\\nLabel:", "gradient_accumulation": 2}
+    overrides = train_overrides({**unset, **given})
+    assert overrides["model"]["name"] == "tiny-random" and overrides["model"]["quantization"] == "8bit"
+    assert overrides["model"]["lora_targets"] == ["q", "v"] and overrides["data"]["template"] == "{text}\nLabel:"
+    assert overrides["train"]["head_learning_rate"] == 0.1 and overrides["train"]["keep_checkpoints_after"] is True
+    assert overrides["train"]["micro_batches"] == 2 and "keep_checkpoints" not in overrides["train"]
