@@ -115,9 +115,7 @@ MinSteps = Annotated[
 ]
 HeadLr = Annotated[float | None, Opt("--head-lr", help="The head's learning rate (default: --lr).")]
 MaxTokens = Annotated[int | None, Opt(help="Build batches to this padded-token budget instead.")]
-MicroBatches = Annotated[
-    int | None, Opt(help=f"Split each batch into this many passes (default {T.micro_batches}).")
-]
+MicroBatches = Annotated[int | None, Opt(help=f"Split each batch into this many passes (default {T.micro_batches}).")]
 GradientAccumulation = Annotated[int | None, Opt(hidden=True)]  # the name of --micro-batches in 0.1, same meaning
 MaxLength = Annotated[
     int | None, Opt(help=f"Most tokens per text / window (default {D.max_length}; up to the model's context).")
