@@ -28,7 +28,7 @@ import yaml
 from benchmarks import record
 from benchmarks.paper_plan import DATASETS
 from lsllama import build_config
-from lsllama.training.loop import train
+from lsllama.training.loop import train_run
 
 CONFIG_SECTIONS = ("model", "data", "train")
 
@@ -79,7 +79,7 @@ def run(
     cfg = build_config(task=DATASETS[dataset].task, overrides=overrides).resolved()
     digest = hashlib.sha256(json.dumps({**cfg.to_dict(), **identity}, sort_keys=True).encode()).hexdigest()[:12]
     with changed:
-        results = train(cfg, cache / f"{dataset}-{key}-{value}-seed{seed}-{digest}", progress=True)
+        results = train_run(cfg, cache / f"{dataset}-{key}-{value}-seed{seed}-{digest}", progress=True).results
     metric = results["metric_for_best"]
     return {
         "dataset": dataset,

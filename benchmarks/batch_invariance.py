@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results", help="folder for the JSON and Markdown")
     args = parser.parse_args()
 
-    from lsllama.run import RunFolder
+    from lsllama.run_folder import RunFolder
     from lsllama.serving.files import read_inputs
 
     inputs = read_inputs(args.data, RunFolder.locate(args.run).config())

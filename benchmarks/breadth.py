@@ -50,7 +50,7 @@ from benchmarks import record
 from lsllama import Classifier, build_config
 from lsllama.data.dataset import data_root, load_split, resolve_labels, sample
 from lsllama.data.encoding import encode_examples
-from lsllama.training.loop import train
+from lsllama.training.loop import train_run
 
 CACHE = record.CACHE / "breadth"
 DEFAULT_MODEL, DEFAULT_ROWS, EVAL_ROWS = "smollm2-135m", 600, 500
@@ -183,7 +183,7 @@ def run_one(name: str, model: str, rows: int, runs_folder: Path) -> dict[str, An
     settings = {**spec["settings"], "data": str(data), "max_train_samples": rows, "max_eval_samples": EVAL_ROWS}
     cfg = build_config(task="sequence", overrides={"model": {"name": model}, "data": settings, "train": {"epochs": 1}})
     out = runs_folder / name
-    results = train(cfg, out, progress=True)
+    results = train_run(cfg, out, progress=True).results
     problem = cfg.data.problem
     report: dict[str, Any] = {
         "run": name,

@@ -61,7 +61,7 @@ from lsllama.config import RunConfig  # noqa: E402
 from lsllama.data.batching import padded_length  # noqa: E402
 from lsllama.modeling.loading import load_tokenizer, model_source, tiny_random_config  # noqa: E402
 from lsllama.modeling.masks import text_config  # noqa: E402
-from lsllama.run import RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
+from lsllama.run_folder import RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
 
 RUN_FORMAT = 1
 """Part of every run's cache key: bump it when a change to this code changes what a run computes."""
@@ -162,9 +162,13 @@ SFT_IGNORES = ("head_init",)
 """LS model settings that instruction SFT never reads (it generates with the pretrained output layer)."""
 
 
+RENAMED_IN_KEY = {"micro_batches": "gradient_accumulation"}
+"""Train settings renamed after the records were made: keyed by the name the records have."""
+
+
 def _train_settings(train: dict[str, Any]) -> dict[str, Any]:
     return {
-        key: value
+        RENAMED_IN_KEY.get(key, key): value
         for key, value in train.items()
         if key not in NOT_IN_KEY and not (key in ADDED_AT_DEFAULT and value == ADDED_AT_DEFAULT[key])
     }

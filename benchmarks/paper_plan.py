@@ -16,7 +16,7 @@ from typing import Any
 from benchmarks.baselines import LabelledTexts
 from lsllama.config import DataConfig
 from lsllama.data.dataset import Example, LabelSet, data_root, load_split, resolve_labels, sample
-from lsllama.run import atomic_folder, commit_folder
+from lsllama.run_folder import atomic_folder, commit_folder
 
 DATA_FORMAT = 1
 """Part of the prepared data's folder name: bump it when `prepare_data` changes which rows it keeps."""

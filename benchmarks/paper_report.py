@@ -32,7 +32,7 @@ from benchmarks.paper_plan import (
     PreparedData,
 )
 from lsllama.config import build_config
-from lsllama.run import atomic_write_text
+from lsllama.run_folder import atomic_write_text
 
 METRIC_TITLE = {"accuracy": "accuracy", "f1": "span F1"}
 

@@ -54,7 +54,7 @@ class Record:
     def write(self, stem: str, figures: dict[str, Any], markdown: str, folder: Path | None = None) -> dict[str, Any]:
         """Write FOLDER/STEM.json and .md (default folder: benchmarks/results), each whole or not at all;
         print the table and then the record as one JSON line; return the record."""
-        from lsllama.run import atomic_write_text  # here, not at import: speed's workers import this module
+        from lsllama.run_folder import atomic_write_text  # here, not at import: speed's workers import this module
 
         record = {**figures, "command": self.command, "machine": self.machine, "date": self.date}
         folder = folder or RESULTS

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from lsllama.cli import app
 from lsllama.config import DataConfig, ModelConfig, TrainConfig
 
-from .conftest import REPO
+from .conftest import REPO, toy_rows, write_jsonl
 
 runner = CliRunner()
 
@@ -47,6 +47,8 @@ def test_train_help_names_every_option_in_full_with_help_text_and_config_default
     help_text = runner.invoke(app, ["train", "--help"], terminal_width=80).output
     click_command = typer.main.get_command(app).commands["train"]
     for param in click_command.params:
+        if getattr(param, "hidden", False):  # an old name kept working
+            continue
         for name in param.opts:
             assert name in help_text, f"{name} missing or cut off in the help"
         assert param.help, f"{param.opts[0]} has no help text"
@@ -188,3 +190,70 @@ def test_a_bad_set_is_a_one_line_usage_error(setting, message, tmp_path):
     )
     assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_micro_batches_is_read_under_its_old_name_from_config_files_run_folders_and_set(tmp_path):
+    """`train.micro_batches` was `gradient_accumulation` in 0.1, with the same meaning (it splits the batch)."""
+    from lsllama.cli import parse_settings
+    from lsllama.config import RunConfig, build_config
+    from lsllama.run_folder import RunFolder
+
+    (tmp_path / "config.yaml").write_text("train:\n  gradient_accumulation: 3\n")
+    assert build_config(config_file=tmp_path / "config.yaml").train.micro_batches == 3
+    assert RunFolder(tmp_path).config().train.micro_batches == 3
+    assert parse_settings(["train.gradient_accumulation=2"]) == {"train": {"micro_batches": 2}}
+    saved = RunConfig().resolved().to_yaml()
+    assert "micro_batches: 1" in saved and "gradient_accumulation" not in saved
+
+
+def test_micro_batches_under_both_names_is_a_usage_error_naming_the_file(tmp_path):
+    from lsllama.config import build_config
+    from lsllama.errors import UsageError
+
+    (tmp_path / "config.yaml").write_text("train:\n  gradient_accumulation: 3\n  micro_batches: 2\n")
+    with pytest.raises(UsageError, match=r"config\.yaml: train\.gradient_accumulation is the old name of"):
+        build_config(config_file=tmp_path / "config.yaml")
+
+
+def test_the_old_gradient_accumulation_flag_is_hidden_and_sets_micro_batches(tmp_path):
+    help_text = runner.invoke(app, ["train", "--help"], terminal_width=200).output
+    assert "--micro-batches" in help_text and "--gradient-accumulation" not in help_text
+    write_jsonl(tmp_path / "data" / "train.jsonl", toy_rows(8, 0))
+    args = ["train", "--data", str(tmp_path / "data"), "-o", str(tmp_path / "run"), "--gradient-accumulation", "0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--micro-batches must be positive, got 0" in result.stderr
+
+
+def test_a_checkpoint_from_before_the_rename_resumes_with_its_micro_batches():
+    from lsllama.training.checkpoint import TrainerState
+
+    assert TrainerState.from_json({"global_step": 4, "gradient_accumulation": 4}).micro_batches == 4
+
+
+def test_every_train_flag_sets_one_config_setting_of_the_dataclasses():
+    """`train` derives its overrides from the config dataclasses: a new flag must name a field (or be converted)."""
+    from lsllama.cli_options import COMMAND_ONLY, train_overrides
+
+    click_command = typer.main.get_command(app).commands["train"]
+    unset = {param.name: None for param in click_command.params}
+    for param in click_command.params:
+        if param.name in COMMAND_ONLY:
+            continue
+        given = "x" if param.name in ("lora_targets", "template", "labels") else True if param.is_flag else 2
+        overrides = train_overrides({**unset, param.name: given})
+        settings = [(section, key) for section, values in overrides.items() for key, v in values.items() if v]
+        assert len(settings) == 1, f"--{param.name}: sets {settings}"
+
+
+def test_train_flags_set_the_settings_they_name():
+    from lsllama.cli_options import train_overrides
+
+    click_command = typer.main.get_command(app).commands["train"]
+    unset = {param.name: None for param in click_command.params}
+    given = {"model": "tiny-random", "head_lr": 0.1, "keep_checkpoints": True, "load_in_8bit": True}
+    given |= {"lora_targets": "q, v", "template": "{text}\\nLabel:", "gradient_accumulation": 2}
+    overrides = train_overrides({**unset, **given})
+    assert overrides["model"]["name"] == "tiny-random" and overrides["model"]["quantization"] == "8bit"
+    assert overrides["model"]["lora_targets"] == ["q", "v"] and overrides["data"]["template"] == "{text}\nLabel:"
+    assert overrides["train"]["head_learning_rate"] == 0.1 and overrides["train"]["keep_checkpoints_after"] is True
+    assert overrides["train"]["micro_batches"] == 2 and "keep_checkpoints" not in overrides["train"]

@@ -174,12 +174,12 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_global_batch(data, s
 
     out = tmp_path / "run"
     monkeypatch.setattr(loop, "run_micro_batch", out_of_memory_above(2))
-    loop.train(in_process_config(data), out, progress=False)
+    loop.train_run(in_process_config(data), out, progress=False)
     said = capsys.readouterr().out
     assert "micro-batch 8 -> 4" in said and "micro-batch 4 -> 2" in said, said[-2000:]
     assert_same_model(single, out)  # same global batch of 8, now in 4 micro-batches of 2
     last = sorted((out / "checkpoints").iterdir())[-1]  # a resumed run goes on with 4, not 1 and 2 more errors
-    assert json.loads((last / "trainer_state.json").read_text())["gradient_accumulation"] == 4
+    assert json.loads((last / "trainer_state.json").read_text())["micro_batches"] == 4
 
 
 def test_out_of_memory_at_micro_batch_one_stops_with_a_clear_error(data, tmp_path, monkeypatch):
@@ -189,5 +189,5 @@ def test_out_of_memory_at_micro_batch_one_stops_with_a_clear_error(data, tmp_pat
     out = tmp_path / "run"
     monkeypatch.setattr(loop, "run_micro_batch", out_of_memory_above(0))
     with pytest.raises(TrainingError, match=r"^CUDA out of memory with a micro-batch of 1"):
-        loop.train(in_process_config(data), out, progress=False)
+        loop.train_run(in_process_config(data), out, progress=False)
     assert not (out / "results.json").exists()

@@ -15,7 +15,7 @@ import torch
 
 from lsllama import Classifier
 from lsllama.errors import UsageError
-from lsllama.run import atomic_folder, atomic_write_text
+from lsllama.run_folder import atomic_folder, atomic_write_text
 
 from .conftest import toy_rows, train_tiny_run
 

@@ -6,6 +6,7 @@ import contextlib
 
 import pytest
 import torch
+import yaml
 
 from lsllama.modeling import model as modeling
 from lsllama.modeling.pooling import last_token_index, pool
@@ -116,3 +117,22 @@ def test_mean_and_max_pooling_ignore_padded_positions():
     assert pool(hidden, mask, "mean").squeeze(-1).tolist() == [2.0, 3.0]
     assert pool(hidden, mask, "max").squeeze(-1).tolist() == [3.0, 4.0]
     assert pool(hidden, mask, "last").squeeze(-1).tolist() == [3.0, 4.0]
+
+
+@pytest.mark.parametrize("task", ["sequence", "token"])
+@pytest.mark.parametrize("bidirectional", [None, True, False])
+def test_layerwise_run_saves_bidirectional_false(task, bidirectional):
+    from lsllama.config import RunConfig, build_config
+
+    overrides = {"model": {"bidirectional": bidirectional, "unmask_from_layer": 1}}
+    saved = RunConfig.from_dict(yaml.safe_load(build_config(task, overrides=overrides).resolved().to_yaml()))
+    assert saved.model.bidirectional is False
+    assert saved.model.unmask_from_layer == 1
+
+
+def test_old_layerwise_config_with_bidirectional_true_runs_the_same_attention(make_model, tokenizer):
+    """Run folders from before the resolution saved `bidirectional: true` beside `unmask_from_layer`."""
+    old = _first_token_change_per_layer(make_model("token", bidirectional=True, unmask_from_layer=1), tokenizer)
+    new = _first_token_change_per_layer(make_model("token", bidirectional=False, unmask_from_layer=1), tokenizer)
+    assert old == new
+    assert old[0] == 0.0

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from huggingface_hub import ModelCard
 
-from lsllama.run import RunFolder
+from lsllama.run_folder import RunFolder
 from lsllama.training.card import model_card, write_model_card
 
 from .conftest import REPO, toy_rows

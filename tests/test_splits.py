@@ -19,7 +19,7 @@ from lsllama.config import DataConfig
 from lsllama.data import dataset
 from lsllama.data.dataset import LabelSet, load_split, resolve_labels, training_data
 from lsllama.errors import DataError, UsageError
-from lsllama.evaluation.scoring import score_sequences, sigmoid
+from lsllama.evaluation.scoring import sequence_metrics, sigmoid
 
 from .conftest import toy_rows, write_jsonl
 
@@ -297,12 +297,12 @@ def test_multi_label_selection_score_is_cross_fitted_and_the_tuned_score_is_name
     gold = rng.integers(0, 2, size=(60, 3))
     logits = rng.normal(size=(60, 3)).astype(np.float32)  # pure noise: any skill is tuning on the scored rows
     examples = [dataset.Example(source=f"x:{i}", text="t", label=list(np.flatnonzero(g))) for i, g in enumerate(gold)]
-    metrics = score_sequences("multi_label", examples, logits, ["a", "b", "c"])
+    metrics = sequence_metrics("multi_label", examples, logits, ["a", "b", "c"])
     assert metrics["micro_f1_tuned"] > metrics["micro_f1"]
     assert {"macro_f1_tuned", "subset_accuracy_tuned"} <= set(metrics)
     # the kept thresholds are the ones tuned on every row, which is what the tuned score used
     thresholds = np.array(list(metrics["thresholds"].values()), dtype=np.float32)
-    rescored = score_sequences("multi_label", examples, logits, ["a", "b", "c"], thresholds)
+    rescored = sequence_metrics("multi_label", examples, logits, ["a", "b", "c"], thresholds)
     assert rescored["micro_f1"] == pytest.approx(metrics["micro_f1_tuned"])
     assert (sigmoid(logits) >= thresholds).any()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lsllama import Classifier, build_config
-from lsllama.run import RunFolder
+from lsllama.run_folder import RunFolder
 
 
 def toy_config(data, **train):
@@ -105,13 +105,14 @@ def test_compiled_layers_train_like_eager_ones_and_save_the_same_weights(toy_dat
 
     from lsllama.modeling import compilation
     from lsllama.modeling.compilation import decoder_layers
-    from lsllama.training.loop import fit
+    from lsllama.training.loop import train_run
 
     runs = {}
     for compiled in (False, True):
         if compiled:
             monkeypatch.setattr(compilation, "COMPILE_AFTER_STEPS", 2)
-        results, model = fit(toy_config(toy_data, epochs=1), tmp_path / f"compiled-{compiled}", progress=False)
+        trained = train_run(toy_config(toy_data, epochs=1), tmp_path / f"compiled-{compiled}", progress=False)
+        results, model = trained.results, trained.model
         assert results["throughput"]["compiled"] is compiled
         events = [json.loads(line) for line in (tmp_path / f"compiled-{compiled}" / "metrics.jsonl").open()]
         runs[compiled] = ([e["loss"] for e in events if e["event"] == "train"], results, model)
@@ -135,7 +136,7 @@ def test_wide_cpu_batches_split_into_micro_batches_train_exactly_like_whole_ones
     for cap in (1 << 30, 8):  # 8 padded tokens: every batch of the toy data is split, most into 8 parts
         monkeypatch.setattr(loop, "CPU_MICRO_BATCH_TOKENS", cap)
         out = tmp_path / f"cap-{cap}"
-        loop.train(toy_config(toy_data, epochs=1), out, progress=False)
+        loop.train_run(toy_config(toy_data, epochs=1), out, progress=False)
         events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
         losses[cap] = [e["loss"] for e in events if e["event"] == "train"]
     assert len(losses[8]) == len(losses[1 << 30]) > 1  # the same optimizer steps
@@ -219,11 +220,11 @@ def test_compile_where_inductor_cannot_build_kernels_is_a_usage_error_before_the
 ):
     from lsllama.errors import UsageError
     from lsllama.modeling import compilation
-    from lsllama.training.loop import fit
+    from lsllama.training.loop import train_run
 
     monkeypatch.setattr(compilation, "inductor_works", lambda device: False)
     with pytest.raises(UsageError, match=r"--compile: torch\.compile cannot build kernels"):
-        fit(toy_config(toy_data, compile=True), tmp_path / "run", progress=False)
+        train_run(toy_config(toy_data, compile=True), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
 

@@ -43,7 +43,7 @@ def test_gradients_synchronise_once_per_optimizer_step_with_accumulation(toy_dat
 
     monkeypatch.setattr(Accelerator, "backward", spy)
     out = tmp_path / "run"
-    loop.train(toy_config(toy_data, gradient_accumulation=2), out, progress=False)
+    loop.train_run(toy_config(toy_data, micro_batches=2), out, progress=False)
     steps = len(events(out, "train"))
     assert steps == 12 and len(flags) == 2 * steps  # 96 rows in batches of 8, each in 2 micro-batches
     assert flags == [False, True] * steps
@@ -65,7 +65,7 @@ def test_total_steps_count_every_epochs_own_plan(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "train_batches", recording)
     out = tmp_path / "run"
-    loop.train(toy_config(data, epochs=2, batch_size=1, max_tokens=128), out, progress=False)
+    loop.train_run(toy_config(data, epochs=2, batch_size=1, max_tokens=128), out, progress=False)
     assert plans[0] != plans[1]  # the case this test is about (pools of 64 rows, shuffled per epoch)
     train = events(out, "train")
     assert [sum(e["epoch"] == epoch for e in train) for epoch in (0, 1)] == [plans[0], plans[1]]
@@ -75,7 +75,7 @@ def test_total_steps_count_every_epochs_own_plan(tmp_path, monkeypatch):
 
 def test_min_steps_reads_a_small_set_for_more_epochs_evaluating_each(toy_data, tmp_path):
     out = tmp_path / "run"
-    results = loop.train(toy_config(toy_data, min_steps=27), out, progress=False)
+    results = loop.train_run(toy_config(toy_data, min_steps=27), out, progress=False).results
     train = events(out, "train")
     assert len(train) == results["global_step"] == 27  # 12 steps per epoch: two epochs and 3 steps
     assert [e["epoch"] for e in train] == [0] * 12 + [1] * 12 + [2] * 3
@@ -118,7 +118,7 @@ def test_truncated_training_texts_are_counted_and_measured(toy_data, tokenizer, 
     from lsllama.data.encoding import sequence_layout
 
     out = tmp_path / "run"
-    results = loop.train(toy_config(toy_data, data={"max_length": 8}), out, progress=False)
+    results = loop.train_run(toy_config(toy_data, data={"max_length": 8}), out, progress=False).results
     layout = sequence_layout(tokenizer)
     budget = 8 - len(layout.prefix) - len(layout.suffix)
     texts = [json.loads(line)["text"] for line in (toy_data / "train.jsonl").open()]
@@ -133,7 +133,7 @@ def test_truncated_training_texts_are_counted_and_measured(toy_data, tokenizer, 
 
 
 def test_checkpoints_keep_every_process_rng_state(tmp_path):
-    from lsllama.run import RunFolder
+    from lsllama.run_folder import RunFolder
     from lsllama.training.checkpoint import TrainerState, load_checkpoint, rng_state, save_checkpoint
 
     states = []
@@ -166,9 +166,9 @@ def test_a_resumed_run_decides_compilation_from_the_whole_run(toy_data, tmp_path
     cfg, out = toy_config(toy_data, epochs=2, checkpoint_every=5), tmp_path / "run"
     monkeypatch.setattr(loop, "save_checkpoint", crash_after_first)
     with pytest.raises(Crash):
-        loop.train(cfg, out, progress=False)
+        loop.train_run(cfg, out, progress=False)
     monkeypatch.setattr(loop, "save_checkpoint", save)
-    results = loop.train(cfg, out, progress=False)
+    results = loop.train_run(cfg, out, progress=False).results
     assert results["global_step"] == 24 and asked == [24, 24]
 
 
@@ -177,12 +177,12 @@ def test_resuming_puts_back_the_best_weights_of_the_checkpoint(toy_data, tmp_pat
     best weights, which match the best step it resumes with."""
     out = tmp_path / "run"
     cfg = toy_config(toy_data, epochs=2, keep_checkpoints_after=True)
-    loop.train(cfg, out, progress=False)
+    loop.train_run(cfg, out, progress=False)
     best = (out / "model.safetensors").read_bytes()
     (out / "results.json").unlink()  # killed before the end, after its last checkpoint ...
     orphan = {k: torch.zeros_like(v) for k, v in load_file(str(out / "model.safetensors")).items()}
     save_file(orphan, str(out / "model.safetensors"))  # ... having written weights that checkpoint never saw
-    loop.train(cfg, out, progress=False)
+    loop.train_run(cfg, out, progress=False)
     assert (out / "model.safetensors").read_bytes() == best
     assert len(events(out, "eval")) == 2  # the checkpoint's evaluation is not run (and logged) again
 

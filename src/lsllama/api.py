@@ -25,12 +25,12 @@ from lsllama.config import PRECISIONS, RunConfig
 from lsllama.data.dataset import Example, LabelSet, load_split
 from lsllama.data.encoding import encode_examples
 from lsllama.errors import DataError, UsageError
-from lsllama.evaluation.evaluate import predict_logits, score, softmax
+from lsllama.evaluation.evaluate import predict_logits, softmax, split_metrics
 from lsllama.evaluation.scoring import sigmoid
 from lsllama.evaluation.spans import extract_entities
 from lsllama.modeling.model import LabelSupervisedModel, build_model
-from lsllama.run import MODEL_WEIGHTS, TOKENIZER, RunFolder
-from lsllama.training.loop import fit
+from lsllama.run_folder import MODEL_WEIGHTS, TOKENIZER, RunFolder
+from lsllama.training.loop import train_run
 
 WORD_PATTERN = re.compile(r"\w+(?:['\-.]\w+)*|[^\w\s]")
 """Raw text -> words: runs of letters/digits (keeping inner ' - . as in "don't", "U.S", "1996-08-22"),
@@ -93,7 +93,9 @@ class Classifier:
     def train(
         cls, config: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
     ) -> Classifier:
-        _, model = fit(config, output, resume=resume, progress=progress)
+        """Train a run into `output` and return it, ready to predict. A constructor rather than scikit-learn's
+        `fit` (which returns the instance it trained): a Classifier exists only once it is trained."""
+        model = train_run(config, output, resume=resume, progress=progress).model
         if model is None:  # finished before, trained in several processes or compiled: reload the run
             return cls.load(output)
         # The backbone in memory is the one a reload would read (its weights are frozen): only the best
@@ -280,7 +282,7 @@ class Classifier:
             self.model, self.task, examples, items, self.tokenizer.pad_token_id, batch_size, self.device, progress=True
         )
         thresholds = self.thresholds if self.problem == "multi_label" else None
-        metrics = score(self.task, examples, logits, self.labels, thresholds)
+        metrics = split_metrics(self.task, examples, logits, self.labels, thresholds)
         if self.task == "token":
             metrics["windowed_sentences"] = altered
         else:  # texts longer than --max-length: cut, or read in windows (long_text says which)

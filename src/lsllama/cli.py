@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import logging
@@ -16,20 +15,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from lsllama.config import (
-    HEAD_INITS,
-    LONG_TEXT,
-    METRICS,
-    POOLINGS,
-    PRECISIONS,
-    PRESETS,
-    PROBLEMS,
-    TASKS,
-    TOKEN_TASK_DEFAULTS,
-    DataConfig,
-    ModelConfig,
-    TrainConfig,
-)
+from lsllama import cli_options as option
+from lsllama.cli_options import Debug, Opt, PrecisionChoice, PredictFormatChoice, SplitChoice, T, value
+from lsllama.config import RunConfig
 from lsllama.errors import LsllamaError, UsageError
 
 try:  # typer >= 0.20 carries its own copy of click
@@ -79,29 +67,6 @@ app = typer.Typer(
     help="Label-supervised finetuning of decoder LLMs (LS-LLaMA / LS-unLLaMA) for text and token classification.",
 )
 DEBUG = {"on": False}
-M, D, T = ModelConfig(), DataConfig(), TrainConfig()  # the defaults the help shows (config.py holds them)
-TOKEN = TOKEN_TASK_DEFAULTS["train"]
-
-
-def choices(name: str, values: tuple[str, ...] | list[str]) -> type[enum.Enum]:
-    """A str Enum of a config's allowed values: the help lists them and the parser rejects anything else."""
-    return enum.Enum(name, {value: value for value in values}, type=str)
-
-
-Task = choices("Task", TASKS)
-Problem = choices("Problem", PROBLEMS)
-Pooling = choices("Pooling", POOLINGS)
-HeadInit = choices("HeadInit", HEAD_INITS)
-LongText = choices("LongText", LONG_TEXT)
-Precision = choices("Precision", PRECISIONS)
-Preset = choices("Preset", list(PRESETS))
-Metric = choices("Metric", list(dict.fromkeys(m for names in METRICS.values() for m in names)))
-Split = choices("Split", ("train", "validation", "test"))
-PredictFormat = choices("PredictFormat", ("jsonl", "conll"))
-
-
-def value(choice: enum.Enum | None) -> str | None:
-    return None if choice is None else choice.value
 
 
 def quiet_unless_debugging() -> None:
@@ -162,10 +127,6 @@ def _show_package_log() -> None:
         package.addHandler(_EchoHandler())
 
 
-Opt = typer.Option
-Debug = Annotated[bool, Opt("--debug", help="Show full tracebacks and library warnings.")]
-
-
 @app.callback()
 def main(
     debug: Debug = False,
@@ -184,7 +145,7 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
     checked against its config dataclass: every setting has a flag this way, without one written for it."""
     import yaml
 
-    from lsllama.config import RunConfig
+    from lsllama.config import with_current_keys
 
     raw: dict[str, dict[str, Any]] = {}
     for setting in settings:
@@ -193,6 +154,7 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
         if not (equals and dot and key):
             raise UsageError(f"--set {setting}: expected SECTION.KEY=VALUE, e.g. model.lora_r=8")
         raw.setdefault(section, {})[key] = yaml.safe_load(text) if text else None
+    raw = with_current_keys(raw, "--set")
     checked = RunConfig.from_dict(raw, source="--set")  # unknown sections or keys, wrong types: one line
     return {section: {key: getattr(getattr(checked, section), key) for key in keys} for section, keys in raw.items()}
 
@@ -203,226 +165,72 @@ def parse_settings(settings: list[str]) -> dict[str, dict[str, Any]]:
 )
 @handle_errors
 def train(
-    output: Annotated[Path, Opt("--output", "-o", help="Run folder to create (or resume).")],
-    data: Annotated[
-        str | None,
-        Opt(
-            help="Folder, name under $LSLLAMA_DATA (sst2, conll2003...), single file (.jsonl/.csv/.tsv/.conll), "
-            "or hub dataset id."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None, Opt(help=f"Built-in name (default {M.name}; tiny-random for smoke runs), hub id or local folder.")
-    ] = None,
-    task: Annotated[Task | None, Opt(help="Default: token for CoNLL files / token columns, else sequence.")] = None,
-    problem: Annotated[
-        Problem | None, Opt(help=f"Sequence task: what the label column holds (default {D.problem}).")
-    ] = None,
-    preset: Annotated[Preset, Opt(help="paper: the official LS-LLaMA hyperparameters.")] = Preset.default,
-    config: Annotated[Path | None, Opt(help="YAML file with model/data/train sections (flags override it).")] = None,
-    pooling: Annotated[
-        Pooling | None, Opt(help=f"Sequence task: how a text becomes one vector (default {M.pooling}).")
-    ] = None,
-    bidirectional: Annotated[
-        bool | None,
-        Opt(
-            "--bidirectional/--causal",
-            help="Remove the causal mask (LS-unLLaMA). Default: bidirectional for the token task.",
-        ),
-    ] = None,
-    unmask_from_layer: Annotated[int | None, Opt(metavar="K", help="Only layers >= K attend bidirectionally.")] = None,
-    head_init: Annotated[
-        HeadInit | None,
-        Opt(
-            help="Sequence task: label_names starts the head from the model's words for the labels "
-            f"(default {M.head_init}; random: the paper's head)."
-        ),
-    ] = None,
-    template: Annotated[
-        str | None,
-        Opt(help="Sequence task: what the model reads, with {text} (and {labels}), e.g. '{text}\\nSentiment:'."),
-    ] = None,
-    epochs: Annotated[
-        float | None, Opt(help=f"Passes over the training data (default {T.epochs:g}; token task {TOKEN['epochs']:g}).")
-    ] = None,
-    learning_rate: Annotated[
-        float | None,
-        Opt(
-            "--learning-rate",
-            "--lr",
-            help=f"Peak learning rate (default {T.learning_rate:g}; token task {TOKEN['learning_rate']:g}).",
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int | None, Opt(help=f"Examples per optimizer step, global (default {T.batch_size}).")
-    ] = None,
-    min_steps: Annotated[
-        int | None, Opt(help=f"At least this many optimizer steps: more epochs for small data (default {T.min_steps}).")
-    ] = None,
-    head_lr: Annotated[float | None, Opt("--head-lr", help="The head's learning rate (default: --lr).")] = None,
-    max_tokens: Annotated[int | None, Opt(help="Build batches to this padded-token budget instead.")] = None,
-    gradient_accumulation: Annotated[
-        int | None, Opt(help=f"Split each batch into this many passes (default {T.gradient_accumulation}).")
-    ] = None,
-    max_length: Annotated[
-        int | None, Opt(help=f"Most tokens per text / window (default {D.max_length}; up to the model's context).")
-    ] = None,
-    long_text: Annotated[
-        LongText | None, Opt(help=f"Texts over --max-length (default {D.long_text}); windows are averaged.")
-    ] = None,
-    window_stride: Annotated[int | None, Opt(help="How far consecutive windows move (default: half a window).")] = None,
-    max_train_samples: Annotated[int | None, Opt(help="Train on a fixed, seeded sample of this many rows.")] = None,
-    max_eval_samples: Annotated[int | None, Opt(help="Validate on a fixed, seeded sample of this many rows.")] = None,
-    validation_fraction: Annotated[
-        float | None,
-        Opt(
-            help="Data without a validation split: hold out this fraction of train "
-            f"(default {D.validation_fraction}; 0: none)."
-        ),
-    ] = None,
-    labels: Annotated[
-        str | None, Opt(help="Comma-separated label names in id order: pins the label set (default: labels.txt).")
-    ] = None,
-    seed: Annotated[
-        int | None, Opt(help=f"Random seed: LoRA and head initialisation, data order (default {T.seed}).")
-    ] = None,
-    train_file: Annotated[str | None, Opt(help="A training file, instead of (or with) --data.")] = None,
-    validation_file: Annotated[str | None, Opt(help="A validation file, with --train-file.")] = None,
-    text_column: Annotated[str | None, Opt(help=f"Column with the text (default {D.text_column}).")] = None,
-    text_pair_column: Annotated[str | None, Opt(help="Second text column: train on text pairs.")] = None,
-    label_column: Annotated[str | None, Opt(help=f"Column with the label (default {D.label_column}).")] = None,
-    tokens_column: Annotated[
-        str | None, Opt(help=f"Token task: column with the words (default {D.tokens_column}).")
-    ] = None,
-    tags_column: Annotated[str | None, Opt(help=f"Token task: column with the tags (default {D.tags_column}).")] = None,
-    label_all_subtokens: Annotated[
-        bool | None,
-        Opt(
-            "--label-all-subtokens/--label-first-subtoken",
-            help="Token task: which sub-tokens carry a word's tag (default: the first).",
-        ),
-    ] = None,
-    lora_r: Annotated[int | None, Opt(help=f"LoRA rank (default {M.lora_r}).")] = None,
-    lora_alpha: Annotated[int | None, Opt(help=f"LoRA alpha (default {M.lora_alpha}).")] = None,
-    lora_dropout: Annotated[float | None, Opt(help=f"LoRA dropout (default {M.lora_dropout:g}).")] = None,
-    lora_targets: Annotated[
-        str | None, Opt(help=f"Comma-separated module names, or all-linear (default {M.lora_targets}).")
-    ] = None,
-    precision: Annotated[
-        Precision | None,
-        Opt(help=f"bf16: frozen weights bf16, LoRA and head fp32 (default {M.precision}: bf16 where fast)."),
-    ] = None,
-    eval_every: Annotated[int | None, Opt(help="Evaluate every N optimizer steps (default: every epoch).")] = None,
-    metric_for_best: Annotated[
-        Metric | None, Opt(help="Validation metric that selects the kept model (default: the problem's first).")
-    ] = None,
-    early_stopping_patience: Annotated[
-        int | None, Opt(help="Stop after N evaluations without a better one (default: off).")
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, Opt(help="Checkpoint every N optimizer steps (default: at evaluations).")
-    ] = None,
-    keep_checkpoints: Annotated[
-        bool, Opt("--keep-checkpoints", help="Keep the resumable checkpoints once the run is finished.")
-    ] = False,
-    resume: Annotated[bool | None, Opt("--resume/--no-resume", help="Default: resume if a checkpoint exists.")] = None,
-    trust_remote_code: Annotated[bool, Opt(help="Allow model code from the hub (off unless asked).")] = False,
-    load_in_4bit: Annotated[bool, Opt(help="QLoRA: NF4 frozen weights (CUDA + bitsandbytes).")] = False,
-    load_in_8bit: Annotated[bool, Opt(help="8-bit frozen weights (CUDA + bitsandbytes).")] = False,
-    gradient_checkpointing: Annotated[
-        bool | None,
-        Opt(
-            "--gradient-checkpointing/--no-gradient-checkpointing",
-            help="Recompute activations in backward (less memory).",
-        ),
-    ] = None,
-    compile: Annotated[
-        bool | None,
-        Opt(
-            "--compile/--no-compile",
-            help="torch.compile the decoder layers. Default: on for long single-process CPU runs, where it pays.",
-        ),
-    ] = None,
-    settings: Annotated[
-        list[str] | None,
-        Opt("--set", metavar="SECTION.KEY=VALUE", help="Any config setting, e.g. --set model.lora_r=8 (repeatable)."),
-    ] = None,
-    quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
+    output: option.Output,
+    data: option.Data = None,
+    model: option.Model = None,
+    task: option.Task = None,
+    problem: option.Problem = None,
+    preset: option.Preset = option.PresetChoice.default,
+    config: option.Config = None,
+    pooling: option.Pooling = None,
+    bidirectional: option.Bidirectional = None,
+    unmask_from_layer: option.UnmaskFromLayer = None,
+    head_init: option.HeadInit = None,
+    template: option.Template = None,
+    epochs: option.Epochs = None,
+    learning_rate: option.LearningRate = None,
+    batch_size: option.BatchSize = None,
+    min_steps: option.MinSteps = None,
+    head_lr: option.HeadLr = None,
+    max_tokens: option.MaxTokens = None,
+    micro_batches: option.MicroBatches = None,
+    gradient_accumulation: option.GradientAccumulation = None,
+    max_length: option.MaxLength = None,
+    long_text: option.LongText = None,
+    window_stride: option.WindowStride = None,
+    max_train_samples: option.MaxTrainSamples = None,
+    max_eval_samples: option.MaxEvalSamples = None,
+    validation_fraction: option.ValidationFraction = None,
+    labels: option.Labels = None,
+    seed: option.Seed = None,
+    train_file: option.TrainFile = None,
+    validation_file: option.ValidationFile = None,
+    text_column: option.TextColumn = None,
+    text_pair_column: option.TextPairColumn = None,
+    label_column: option.LabelColumn = None,
+    tokens_column: option.TokensColumn = None,
+    tags_column: option.TagsColumn = None,
+    label_all_subtokens: option.LabelAllSubtokens = None,
+    lora_r: option.LoraR = None,
+    lora_alpha: option.LoraAlpha = None,
+    lora_dropout: option.LoraDropout = None,
+    lora_targets: option.LoraTargets = None,
+    precision: option.Precision = None,
+    eval_every: option.EvalEvery = None,
+    metric_for_best: option.MetricForBest = None,
+    early_stopping_patience: option.EarlyStoppingPatience = None,
+    checkpoint_every: option.CheckpointEvery = None,
+    keep_checkpoints: option.KeepCheckpoints = False,
+    resume: option.Resume = None,
+    trust_remote_code: option.TrustRemoteCode = False,
+    load_in_4bit: option.LoadIn4bit = False,
+    load_in_8bit: option.LoadIn8bit = False,
+    gradient_checkpointing: option.GradientCheckpointing = None,
+    compile: option.Compile = None,
+    settings: option.Settings = None,
+    quiet: option.Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Train a label-supervised model; prints the best validation metrics as the last line (JSON)."""
-    from lsllama.config import layered_config, read_config_file
-    from lsllama.data.dataset import infer_task
-    from lsllama.run import RunFolder
-    from lsllama.training.loop import train as run_training
+    overrides = option.train_overrides(locals())
+    from lsllama.run_folder import RunFolder
+    from lsllama.training.loop import train_run
 
-    targets = None
-    if lora_targets is not None:
-        targets = lora_targets if lora_targets == "all-linear" else [t.strip() for t in lora_targets.split(",")]
-    overrides = {
-        "model": {
-            "name": model,
-            "pooling": value(pooling),
-            "bidirectional": bidirectional,
-            "unmask_from_layer": unmask_from_layer,
-            "head_init": value(head_init),
-            "lora_r": lora_r,
-            "lora_alpha": lora_alpha,
-            "lora_dropout": lora_dropout,
-            "lora_targets": targets,
-            "precision": value(precision),
-            "trust_remote_code": trust_remote_code or None,
-            "quantization": "4bit" if load_in_4bit else "8bit" if load_in_8bit else None,
-            "gradient_checkpointing": gradient_checkpointing,
-        },
-        "data": {
-            "data": data,
-            "train_file": train_file,
-            "validation_file": validation_file,
-            "text_column": text_column,
-            "text_pair_column": text_pair_column,
-            "label_column": label_column,
-            "problem": value(problem),
-            "long_text": value(long_text),
-            "window_stride": window_stride,
-            "tokens_column": tokens_column,
-            "tags_column": tags_column,
-            "max_length": max_length,
-            "template": template.replace("\\n", "\n") if template is not None else None,  # a typed \n is a newline
-            "max_train_samples": max_train_samples,
-            "max_eval_samples": max_eval_samples,
-            "validation_fraction": validation_fraction,
-            "labels": [name.strip() for name in labels.split(",")] if labels is not None else None,
-            "label_all_subtokens": label_all_subtokens,
-        },
-        "train": {
-            "epochs": epochs,
-            "min_steps": min_steps,
-            "learning_rate": learning_rate,
-            "head_learning_rate": head_lr,
-            "batch_size": batch_size,
-            "max_tokens": max_tokens,
-            "gradient_accumulation": gradient_accumulation,
-            "seed": seed,
-            "eval_every": eval_every,
-            "metric_for_best": value(metric_for_best),
-            "early_stopping_patience": early_stopping_patience,
-            "checkpoint_every": checkpoint_every,
-            "keep_checkpoints_after": keep_checkpoints or None,
-            "compile": compile,
-        },
-    }
     for section, values in parse_settings(settings or []).items():
         overrides.setdefault(section, {}).update(values)
-    task, preset = value(task), preset.value
-    raw = read_config_file(config) if config is not None else None
-    cfg = layered_config(task, preset, raw, str(config), overrides)
-    if task is None and "task" not in (raw or {}):
-        cfg = layered_config(infer_task(cfg.data), preset, raw, str(config), overrides)
-    if cfg.data.data is None and cfg.data.train_file is None:
-        raise UsageError("--data (or --train-file) is required")
+    cfg = _train_config(value(task), preset.value, config, overrides)
     finished_before = resume is not False and RunFolder(output).finished
-    results = run_training(cfg, output, resume=resume, progress=not quiet)
+    results = train_run(cfg, output, resume=resume, progress=not quiet).results
     if finished_before:
         typer.echo(
             f"{output} holds this run, finished: its results are printed below, nothing was trained. "
@@ -430,6 +238,22 @@ def train(
             err=True,
         )
     typer.echo(json.dumps(results.get("validation") or results))
+
+
+def _train_config(
+    task: str | None, preset: str, config: Path | None, overrides: dict[str, dict[str, Any]]
+) -> RunConfig:
+    """Defaults < task defaults < preset < config file < flags, for the task given or else read off the data."""
+    from lsllama.config import layered_config, read_config_file
+    from lsllama.data.dataset import infer_task
+
+    raw = read_config_file(config) if config is not None else None
+    cfg = layered_config(task, preset, raw, str(config), overrides)
+    if task is None and "task" not in (raw or {}):
+        cfg = layered_config(infer_task(cfg.data), preset, raw, str(config), overrides)
+    if cfg.data.data is None and cfg.data.train_file is None:
+        raise UsageError("--data (or --train-file) is required")
+    return cfg
 
 
 PRECISION_HELP = (
@@ -447,7 +271,7 @@ PRECISION_HELP = (
 def evaluate(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="A run folder written by `lsllama train`.")],
     data: Annotated[str | None, Opt(help="Data to evaluate on (default: the run's own).")] = None,
-    split: Annotated[Split, Opt(help="The split to score.")] = Split.validation,
+    split: Annotated[SplitChoice, Opt(help="The split to score.")] = SplitChoice.validation,
     file: Annotated[str | None, Opt(help="A labelled file to evaluate instead of a split.")] = None,
     max_eval_samples: Annotated[int | None, Opt(help="Score a fixed, seeded sample of this many rows.")] = None,
     max_samples: Annotated[int | None, Opt("--max-samples", hidden=True)] = None,  # the name before 0.2
@@ -456,14 +280,14 @@ def evaluate(
         Path | None,
         Opt("--output", "-o", help="Folder for the report (default: RUN/report, and RUN/README.md refreshed)."),
     ] = None,
-    precision: Annotated[Precision | None, Opt(help=PRECISION_HELP)] = None,
+    precision: Annotated[PrecisionChoice | None, Opt(help=PRECISION_HELP)] = None,
     debug: Debug = False,
 ) -> None:
     """Score a run on a labelled split; writes a report (metrics JSON, confusion matrix / curves) into RUN/report
     and refreshes the model card (RUN/README.md), or into --output alone; prints the metrics (JSON)."""
     from lsllama.api import Classifier
     from lsllama.evaluation.report import plot_learning_curves, write_report
-    from lsllama.run import LOG, RunFolder
+    from lsllama.run_folder import LOG, RunFolder
     from lsllama.training.card import REPORT, write_model_card
 
     if output is not None and output.exists() and not output.is_dir():
@@ -503,14 +327,14 @@ def predict(
     ] = None,
     batch_size: Annotated[int, Opt(help="Rows per inference batch.")] = T.eval_batch_size,
     format: Annotated[
-        PredictFormat, Opt(help="jsonl (or csv, from --output's suffix), or conll (token task).")
-    ] = PredictFormat.jsonl,
-    precision: Annotated[Precision | None, Opt(help=PRECISION_HELP)] = None,
+        PredictFormatChoice, Opt(help="jsonl (or csv, from --output's suffix), or conll (token task).")
+    ] = PredictFormatChoice.jsonl,
+    precision: Annotated[PrecisionChoice | None, Opt(help=PRECISION_HELP)] = None,
     debug: Debug = False,
 ) -> None:
     """Predict labels (sequence task: a label, a set of labels or a value) or entities (token task) for every
     input text. Blank lines of a .txt input are skipped, and counted on stderr."""
-    from lsllama.run import RunFolder
+    from lsllama.run_folder import RunFolder
     from lsllama.serving.files import output_format, predict_inputs, read_inputs, write_predictions
 
     format = format.value
@@ -570,7 +394,7 @@ def serve(
     max_texts: Annotated[int, Opt(help="Most texts per request (more: 422).")] = 64,
     max_text_chars: Annotated[int, Opt(help="Longest text in characters (longer: 422).")] = 10_000,
     max_body_bytes: Annotated[int, Opt(help="Largest request body (larger: 413).")] = 1 << 20,
-    precision: Annotated[Precision | None, Opt(help=PRECISION_HELP)] = None,
+    precision: Annotated[PrecisionChoice | None, Opt(help=PRECISION_HELP)] = None,
     debug: Debug = False,
 ) -> None:
     """Serve a run over HTTP: POST /predict, GET /health, GET /metadata, OpenAPI docs at /docs."""

@@ -50,7 +50,8 @@ class ModelConfig:
     bidirectional: bool | None = None
     """Remove the causal mask in every layer (LS-unLLaMA). None: per task (token task: True)."""
     unmask_from_layer: int | None = None
-    """Only layers with index >= K attend bidirectionally; layers below stay causal."""
+    """Only layers with index >= K attend bidirectionally; layers below stay causal. Set, it decides every
+    layer, and the saved config has `bidirectional: false` (an older run folder's `true` beside it meant the same)."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -133,10 +134,13 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     batch_size: int = 16
-    """Examples per optimizer step (global, over all processes and accumulation steps)."""
+    """Examples per optimizer step (global, over all processes and micro-batches)."""
     max_tokens: int | None = None
     """If set, batches are built to this padded-token budget instead of a fixed example count."""
-    gradient_accumulation: int = 1
+    micro_batches: int = 1
+    """Each process splits its share of a batch into this many passes, adding up their gradients: the same
+    `batch_size` examples per optimizer step in less memory. (transformers' `gradient_accumulation_steps`
+    multiplies the batch instead; this setting was called `gradient_accumulation` before, with this meaning.)"""
     max_grad_norm: float = 1.0
     seed: int = 42
     eval_every: int = 0
@@ -177,69 +181,11 @@ class RunConfig:
             data=dataclasses.replace(self.data),
             train=dataclasses.replace(self.train),
         )
-        if cfg.task not in TASKS:
-            raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
-        if cfg.model.pooling not in POOLINGS:
-            raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
-        if cfg.model.head_init not in HEAD_INITS:
-            raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
-        if cfg.data.template is not None and "{text}" not in cfg.data.template:
-            raise UsageError(f"--template must contain {{text}}, got {cfg.data.template!r}")
-        if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
-            raise UsageError("--template is for the sequence task with single texts")
-        if cfg.model.precision not in PRECISIONS:
-            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
-        if cfg.model.quantization not in (None, "4bit", "8bit"):
-            raise UsageError(f"quantization must be 4bit or 8bit, got {cfg.model.quantization!r}")
-        if cfg.data.problem not in PROBLEMS:
-            raise UsageError(f"--problem must be one of {', '.join(PROBLEMS)}, got {cfg.data.problem!r}")
-        if cfg.data.long_text not in LONG_TEXT:
-            raise UsageError(f"--long-text must be one of {', '.join(LONG_TEXT)}, got {cfg.data.long_text!r}")
-        if cfg.task == "token" and cfg.data.problem != "single_label":
-            raise UsageError(f"--problem {cfg.data.problem} is for the sequence task (the token task tags words)")
-        if cfg.task == "token" and cfg.data.long_text != "head":
-            raise UsageError("--long-text is for the sequence task (the token task reads long sentences in windows)")
-        if cfg.data.long_text == "windows" and cfg.data.text_pair_column:
-            raise UsageError("--long-text windows reads single texts; text pairs need head, tail or head_tail")
-        for name, count in (
-            ("--max-train-samples", cfg.data.max_train_samples),
-            ("--max-eval-samples", cfg.data.max_eval_samples),
-        ):
-            if count is not None and count <= 0:
-                raise UsageError(f"{name} must be positive, got {count}")
-        fraction = cfg.data.validation_fraction
-        if not 0 <= fraction < 1:
-            raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
-        if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
-            raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
-        if cfg.model.bidirectional is None:
-            cfg.model.bidirectional = cfg.task == "token"
-        allowed = metric_names(cfg.task, cfg.data.problem)
-        if cfg.train.metric_for_best is None:
-            cfg.train.metric_for_best = allowed[0]
-        if cfg.train.metric_for_best not in allowed:
-            problem = "" if cfg.task == "token" else f" ({cfg.data.problem})"
-            raise UsageError(
-                f"--metric-for-best must be one of {', '.join(allowed)} for the {cfg.task} task{problem}, "
-                f"got {cfg.train.metric_for_best!r}"
-            )
-        if cfg.model.unmask_from_layer is not None and cfg.model.unmask_from_layer < 0:
-            raise UsageError("--unmask-from-layer must be >= 0")
-        for name, value in (
-            ("--epochs", cfg.train.epochs),
-            ("--learning-rate", cfg.train.learning_rate),
-            ("--batch-size", cfg.train.batch_size),
-            ("--max-length", cfg.data.max_length),
-            ("--gradient-accumulation", cfg.train.gradient_accumulation),
-        ):
-            if value is None or value <= 0:
-                raise UsageError(f"{name} must be positive, got {value}")
-        if cfg.train.min_steps is None or cfg.train.min_steps < 0:
-            raise UsageError(f"--min-steps must be >= 0, got {cfg.train.min_steps}")
-        if cfg.train.head_learning_rate is not None and cfg.train.head_learning_rate <= 0:
-            raise UsageError(f"--head-lr must be positive, got {cfg.train.head_learning_rate}")
-        if cfg.data.max_length < 8:
-            raise UsageError(f"--max-length must be at least 8, got {cfg.data.max_length}")
+        _check_choices(cfg)
+        _check_data_sizes(cfg)
+        _resolve_attention(cfg)
+        _resolve_metric(cfg)
+        _check_numbers(cfg)
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,8 +200,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        if not isinstance(raw, dict):
-            raise UsageError(f"{source}: expected a mapping at the top level")
+        raw = with_current_keys(raw, source)
         unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
             raise UsageError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -273,6 +218,89 @@ class RunConfig:
         return cls.from_dict(read_config_file(path), source=str(path))
 
 
+def _check_choices(cfg: RunConfig) -> None:
+    """Each setting with a fixed set of values holds one of them, and the ones that go together do."""
+    if cfg.task not in TASKS:
+        raise UsageError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.model.pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
+    if cfg.model.head_init not in HEAD_INITS:
+        raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
+    if cfg.data.template is not None and "{text}" not in cfg.data.template:
+        raise UsageError(f"--template must contain {{text}}, got {cfg.data.template!r}")
+    if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
+        raise UsageError("--template is for the sequence task with single texts")
+    if cfg.model.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
+    if cfg.model.quantization not in (None, "4bit", "8bit"):
+        raise UsageError(f"quantization must be 4bit or 8bit, got {cfg.model.quantization!r}")
+    if cfg.data.problem not in PROBLEMS:
+        raise UsageError(f"--problem must be one of {', '.join(PROBLEMS)}, got {cfg.data.problem!r}")
+    if cfg.data.long_text not in LONG_TEXT:
+        raise UsageError(f"--long-text must be one of {', '.join(LONG_TEXT)}, got {cfg.data.long_text!r}")
+    if cfg.task == "token" and cfg.data.problem != "single_label":
+        raise UsageError(f"--problem {cfg.data.problem} is for the sequence task (the token task tags words)")
+    if cfg.task == "token" and cfg.data.long_text != "head":
+        raise UsageError("--long-text is for the sequence task (the token task reads long sentences in windows)")
+    if cfg.data.long_text == "windows" and cfg.data.text_pair_column:
+        raise UsageError("--long-text windows reads single texts; text pairs need head, tail or head_tail")
+
+
+def _check_data_sizes(cfg: RunConfig) -> None:
+    for name, count in (
+        ("--max-train-samples", cfg.data.max_train_samples),
+        ("--max-eval-samples", cfg.data.max_eval_samples),
+    ):
+        if count is not None and count <= 0:
+            raise UsageError(f"{name} must be positive, got {count}")
+    fraction = cfg.data.validation_fraction
+    if not 0 <= fraction < 1:
+        raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
+    if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
+        raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
+
+
+def _resolve_attention(cfg: RunConfig) -> None:
+    """`bidirectional` as it ran: the task's default, or false where layer-wise unmasking decides each layer."""
+    if cfg.model.unmask_from_layer is not None:
+        cfg.model.bidirectional = False  # layer-wise unmasking decides each layer; `bidirectional` is not read
+    elif cfg.model.bidirectional is None:
+        cfg.model.bidirectional = cfg.task == "token"
+
+
+def _resolve_metric(cfg: RunConfig) -> None:
+    """The metric that selects the kept model: the task and problem's first unless one of theirs is given."""
+    allowed = metric_names(cfg.task, cfg.data.problem)
+    if cfg.train.metric_for_best is None:
+        cfg.train.metric_for_best = allowed[0]
+    if cfg.train.metric_for_best not in allowed:
+        problem = "" if cfg.task == "token" else f" ({cfg.data.problem})"
+        raise UsageError(
+            f"--metric-for-best must be one of {', '.join(allowed)} for the {cfg.task} task{problem}, "
+            f"got {cfg.train.metric_for_best!r}"
+        )
+
+
+def _check_numbers(cfg: RunConfig) -> None:
+    if cfg.model.unmask_from_layer is not None and cfg.model.unmask_from_layer < 0:
+        raise UsageError("--unmask-from-layer must be >= 0")
+    for name, value in (
+        ("--epochs", cfg.train.epochs),
+        ("--learning-rate", cfg.train.learning_rate),
+        ("--batch-size", cfg.train.batch_size),
+        ("--max-length", cfg.data.max_length),
+        ("--micro-batches", cfg.train.micro_batches),
+    ):
+        if value is None or value <= 0:
+            raise UsageError(f"{name} must be positive, got {value}")
+    if cfg.train.min_steps is None or cfg.train.min_steps < 0:
+        raise UsageError(f"--min-steps must be >= 0, got {cfg.train.min_steps}")
+    if cfg.train.head_learning_rate is not None and cfg.train.head_learning_rate <= 0:
+        raise UsageError(f"--head-lr must be positive, got {cfg.train.head_learning_rate}")
+    if cfg.data.max_length < 8:
+        raise UsageError(f"--max-length must be at least 8, got {cfg.data.max_length}")
+
+
 def read_config_file(path: str | Path) -> Any:
     """The file's YAML, parsed once for everything that needs it (`{}` when empty); a syntax error names
     the file and line."""
@@ -285,6 +313,30 @@ def read_config_file(path: str | Path) -> Any:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+
+RENAMED_KEYS = {"train": {"gradient_accumulation": "micro_batches"}}
+"""Keys renamed since run folders were first written, old name -> new: read under the new name, same meaning."""
+
+
+def with_current_keys(raw: Any, source: str) -> dict[str, Any]:
+    """`raw` (a parsed config file) with renamed keys under their current names, so that the config files and
+    run folders written before a rename still load."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: expected a mapping at the top level")
+    current = dict(raw)
+    for section, renames in RENAMED_KEYS.items():
+        values = current.get(section)
+        if not isinstance(values, dict) or not renames.keys() & values.keys():
+            continue
+        values = dict(values)
+        for old, new in renames.items():
+            if old in values and new in values:
+                raise UsageError(f"{source}: {section}.{old} is the old name of {section}.{new}: give one of them")
+            if old in values:
+                values[new] = values.pop(old)
+        current[section] = values
+    return current
 
 
 def _build_section(kind: type, raw: Any, source: str) -> Any:
@@ -391,6 +443,7 @@ def layered_config(
         raise UsageError(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     file_layer: dict[str, Any] = {}
     if raw is not None:
+        raw = with_current_keys(raw, source)
         loaded = RunConfig.from_dict(raw, source=source)  # validates keys and types, naming the file in errors
         # Only the keys the file sets, as the loaded (type-checked, converted) values.
         file_layer = {

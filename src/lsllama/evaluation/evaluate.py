@@ -1,4 +1,4 @@
-"""Score a model on labelled examples of either task."""
+"""Metrics of a model on labelled examples of either task."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from lsllama.data.dataset import Example, LabelSet
 from lsllama.data.encoding import Item
 from lsllama.evaluation.predict import item_logits, sequence_logits, word_logits
-from lsllama.evaluation.scoring import score_sequences
+from lsllama.evaluation.scoring import sequence_metrics
 from lsllama.evaluation.spans import span_metrics
 
 
@@ -39,7 +39,7 @@ def predict_logits(
     return word_logits(items, logits, [len(e.words or []) for e in examples])
 
 
-def score(
+def split_metrics(
     task: str,
     examples: list[Example],
     logits: np.ndarray | list[np.ndarray],
@@ -49,7 +49,7 @@ def score(
     """Metrics for the task and the label set's problem type. Multi-label: `thresholds` None tunes them
     on these examples (validation during training); evaluating a trained run passes its own."""
     if task == "sequence":
-        return score_sequences(labels.problem, examples, np.asarray(logits), labels.names, thresholds)
+        return sequence_metrics(labels.problem, examples, np.asarray(logits), labels.names, thresholds)
     gold_tags = [[labels.names[t] for t in e.tags or []] for e in examples]
     pred_tags = [[labels.names[t] for t in sentence.argmax(axis=-1)] for sentence in logits]
     return span_metrics(gold_tags, pred_tags)

@@ -78,7 +78,7 @@ def cross_fitted_decisions(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
     return decisions
 
 
-def score_sequences(
+def sequence_metrics(
     problem: str,
     examples: list[Example],
     outputs: np.ndarray,

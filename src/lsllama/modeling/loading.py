@@ -46,7 +46,7 @@ from transformers.utils import logging as transformers_logging
 from lsllama.errors import UsageError
 from lsllama.hub import closest, offline_reason
 from lsllama.modeling.masks import text_config
-from lsllama.run import atomic_folder
+from lsllama.run_folder import atomic_folder
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_PREFIX = "tiny-random-"

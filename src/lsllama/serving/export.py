@@ -50,7 +50,7 @@ from lsllama.config import RunConfig
 from lsllama.data.encoding import sequence_layout, special_affixes
 from lsllama.errors import UsageError
 from lsllama.modeling.model import build_model
-from lsllama.run import (
+from lsllama.run_folder import (
     CONFIG,
     EXPORTED_RUN,
     LABELS,
@@ -212,48 +212,10 @@ def transformers_usage(
     name: str, config: RunConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> list[str]:
     """How to load the export with transformers, and exactly where that can differ from lsllama."""
-    max_length = config.data.max_length
     if config.task == "sequence":
-        code = [
-            f'clf = pipeline("text-classification", model="{name}")',
-            'clf("a gorgeous, moving film", top_k=None, truncation=True)  # every label\'s probability',
-        ]
-        notes = [
-            "- The stock transformers class holds the trained head exactly (no custom code, no `trust_remote_code`).",
-            pooling_note(tokenizer),
-            f"- lsllama cuts texts at {max_length} tokens; pass `truncation=True` (the tokenizer's `model_max_length` "
-            f"is {max_length}) to do the same."
-            + (
-                f" This run reads longer texts by `{config.data.long_text}` (see lsllama's `--long-text`), which "
-                "the pipeline does not: predictions differ for texts over that length."
-                if config.data.long_text != "head"
-                else ""
-            ),
-        ]
-        if config.data.problem == "multi_label":
-            notes.append(
-                "- Multi-label: the pipeline gives each label's own sigmoid probability; lsllama predicts a label "
-                "when it reaches that label's threshold, tuned on validation (`thresholds` in "
-                f"`{EXPORTED_RUN}/{RESULTS}`)."
-            )
-        if config.data.text_pair_column and not sequence_layout(tokenizer).has_own_separator:
-            notes.append(
-                "- Text pairs: this tokenizer's pair template puts nothing between the two texts, so lsllama puts a "
-                "newline there: give the pipeline the two texts joined by a newline."
-            )
+        code, notes = _sequence_pipeline(name, config, tokenizer)
     else:
-        code = [
-            f'ner = pipeline("token-classification", model="{name}")',
-            'ner("Peter Blackburn flew to Brussels .", ignore_labels=[])  # one tag and score per sub-token',
-        ]
-        notes = [
-            "- lsllama splits raw text into words (`lsllama.api.WORD_PATTERN`), joins them with single spaces and "
-            "reads each word's tag from its first sub-token. Give the pipeline the words joined by single spaces and "
-            "read the first sub-token of each word for the same tags and scores; `aggregation_strategy` groups by "
-            "transformers' own word boundaries, which differ where punctuation touches a word.",
-            f"- lsllama splits sentences longer than {max_length} sub-tokens into overlapping windows; the pipeline "
-            "reads at most what the model takes in one pass.",
-        ]
+        code, notes = _token_pipeline(name, config)
     return [
         "## Loading this export",
         "",
@@ -270,13 +232,67 @@ def transformers_usage(
         + " Where transformers' predictions can differ from lsllama's:",
         "",
         *notes,
-        "- "
-        + (
-            "This run trained in fp32: the merge adds no rounding of its own."
-            if config.model.precision == "fp32" and not config.model.quantization
-            else f"This run trained with precision `{config.model.precision}`"
-            + (f" and {config.model.quantization} base weights" if config.model.quantization else "")
-            + ": against rounded base weights, so this fp32 merge differs from `lsllama predict` by that rounding."
-        ),
+        _precision_note(config),
         "",
     ]
+
+
+def _sequence_pipeline(name: str, config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[str], list[str]]:
+    """The text-classification pipeline's code, and the notes on where it reads texts otherwise than lsllama."""
+    max_length = config.data.max_length
+    code = [
+        f'clf = pipeline("text-classification", model="{name}")',
+        'clf("a gorgeous, moving film", top_k=None, truncation=True)  # every label\'s probability',
+    ]
+    notes = [
+        "- The stock transformers class holds the trained head exactly (no custom code, no `trust_remote_code`).",
+        pooling_note(tokenizer),
+        f"- lsllama cuts texts at {max_length} tokens; pass `truncation=True` (the tokenizer's `model_max_length` "
+        f"is {max_length}) to do the same."
+        + (
+            f" This run reads longer texts by `{config.data.long_text}` (see lsllama's `--long-text`), which "
+            "the pipeline does not: predictions differ for texts over that length."
+            if config.data.long_text != "head"
+            else ""
+        ),
+    ]
+    if config.data.problem == "multi_label":
+        notes.append(
+            "- Multi-label: the pipeline gives each label's own sigmoid probability; lsllama predicts a label "
+            "when it reaches that label's threshold, tuned on validation (`thresholds` in "
+            f"`{EXPORTED_RUN}/{RESULTS}`)."
+        )
+    if config.data.text_pair_column and not sequence_layout(tokenizer).has_own_separator:
+        notes.append(
+            "- Text pairs: this tokenizer's pair template puts nothing between the two texts, so lsllama puts a "
+            "newline there: give the pipeline the two texts joined by a newline."
+        )
+    return code, notes
+
+
+def _token_pipeline(name: str, config: RunConfig) -> tuple[list[str], list[str]]:
+    """The token-classification pipeline's code, and the notes on how lsllama's words and windows differ."""
+    code = [
+        f'ner = pipeline("token-classification", model="{name}")',
+        'ner("Peter Blackburn flew to Brussels .", ignore_labels=[])  # one tag and score per sub-token',
+    ]
+    notes = [
+        "- lsllama splits raw text into words (`lsllama.api.WORD_PATTERN`), joins them with single spaces and "
+        "reads each word's tag from its first sub-token. Give the pipeline the words joined by single spaces and "
+        "read the first sub-token of each word for the same tags and scores; `aggregation_strategy` groups by "
+        "transformers' own word boundaries, which differ where punctuation touches a word.",
+        f"- lsllama splits sentences longer than {config.data.max_length} sub-tokens into overlapping windows; the "
+        "pipeline reads at most what the model takes in one pass.",
+    ]
+    return code, notes
+
+
+def _precision_note(config: RunConfig) -> str:
+    """Whether the fp32 merge matches the run exactly: it does only where the run trained on fp32 base weights."""
+    if config.model.precision == "fp32" and not config.model.quantization:
+        return "- This run trained in fp32: the merge adds no rounding of its own."
+    return (
+        f"- This run trained with precision `{config.model.precision}`"
+        + (f" and {config.model.quantization} base weights" if config.model.quantization else "")
+        + ": against rounded base weights, so this fp32 merge differs from `lsllama predict` by that rounding."
+    )

@@ -23,7 +23,7 @@ from lsllama.config import RunConfig
 from lsllama.data.dataset import column_value, text_field
 from lsllama.data.readers import Row, read_rows
 from lsllama.errors import DataError, UsageError
-from lsllama.run import atomic_write_text
+from lsllama.run_folder import atomic_write_text
 
 if TYPE_CHECKING:
     from lsllama.api import Classifier

@@ -63,6 +63,8 @@ class SequencePrediction(BaseModel):
     text: str
     label: str
     score: float
+    """The probability of `label`: the name and value transformers' text-classification pipeline answers with,
+    so an exported model's pipeline and lsllama give the same record."""
     probabilities: dict[str, float]
 
 

@@ -17,7 +17,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from lsllama.config import RunConfig, metric_names
 from lsllama.modeling.loading import BUILTIN_MODELS
-from lsllama.run import CONFIG, MODEL_WEIGHTS, RunFolder, atomic_write_text
+from lsllama.run_folder import CONFIG, MODEL_WEIGHTS, RunFolder, atomic_write_text
 
 CARD = "README.md"
 REPORT = "report"

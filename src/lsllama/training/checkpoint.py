@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lsllama.errors import RunError
-from lsllama.run import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
+from lsllama.run_folder import CHECKPOINTS, RunFolder, atomic_folder, commit_folder
 
 STATE = "trainer_state.json"
 CHECKPOINT_WEIGHTS = "weights.safetensors"
@@ -45,8 +45,16 @@ class TrainerState:
     stopped_early: bool = False
     last_eval_step: int | None = None
     """The step of the last evaluation: a run resumed at it does not evaluate (and log) it again."""
-    gradient_accumulation: int | None = None
+    micro_batches: int | None = None
     """Micro-batches per batch in use (None: the config's); doubled after each out-of-memory error."""
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrainerState:
+        """Checkpoints written before the rename call `micro_batches` `gradient_accumulation`."""
+        current = dict(raw)
+        if "gradient_accumulation" in current:
+            current["micro_batches"] = current.pop("gradient_accumulation")
+        return cls(**current)
 
 
 def failpoint(name: str) -> None:
@@ -150,7 +158,7 @@ class Checkpoint:
 def load_checkpoint(path: Path, expected: set[str]) -> Checkpoint:
     """Read a checkpoint whose weights must be exactly `expected` (the model's saved names)."""
     readers = {
-        STATE: lambda file: TrainerState(**json.loads(file.read_text())),
+        STATE: lambda file: TrainerState.from_json(json.loads(file.read_text())),
         CHECKPOINT_WEIGHTS: lambda file: load_file(str(file)),
         OPTIMIZER: lambda file: torch.load(file, map_location="cpu", weights_only=True),
     }

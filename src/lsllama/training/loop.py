@@ -30,7 +30,7 @@ from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import VALIDATION_ROWS, Example, LabelSet, TrainingData, resolve_labels, training_data
 from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words, sequence_layout
 from lsllama.errors import RunError, TrainingError, UsageError
-from lsllama.evaluation.evaluate import predict_logits, score
+from lsllama.evaluation.evaluate import predict_logits, split_metrics
 from lsllama.evaluation.report import read_events
 from lsllama.evaluation.scoring import improves
 from lsllama.heap import release_free_heap_pages
@@ -38,7 +38,7 @@ from lsllama.modeling.compilation import compile_decoder_layers, eagerly, requir
 from lsllama.modeling.loading import check_max_length, load_tokenizer
 from lsllama.modeling.model import LabelSupervisedModel, build_model
 from lsllama.modeling.problems import TargetScaling, sequence_loss, target_scaling
-from lsllama.run import (
+from lsllama.run_folder import (
     CHECKPOINTS,
     CONFIG,
     LABELS,
@@ -112,18 +112,19 @@ def _optimizer(
     return torch.optim.AdamW(groups, lr=lr, **({"fused": True} if fused else {"foreach": True}))
 
 
-def train(cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train a run into `output` and return its results. Re-running on a finished run returns its results;
-    on a run with checkpoints it resumes (unless `resume=False`, which starts over)."""
-    return fit(cfg, output, resume, progress)[0]
+@dataclass
+class TrainedRun:
+    """What training hands back: the run's results (results.json's content) and the trained model."""
+
+    results: dict[str, Any]
+    model: LabelSupervisedModel | None
+    """The last weights, so that a caller can predict without loading the backbone a second time; None if
+    the run was already finished, ran in several processes or compiled its layers (reload the run)."""
 
 
-def fit(
-    cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True
-) -> tuple[dict[str, Any], LabelSupervisedModel | None]:
-    """`train`, also handing back the trained model (last weights; None if the run was already finished, ran
-    in several processes or compiled its layers), so that a caller can predict without loading the backbone
-    a second time."""
+def train_run(cfg: RunConfig, output: str | Path, resume: bool | None = None, progress: bool = True) -> TrainedRun:
+    """Train a run into `output`. Re-running on a finished run returns its results; on a run with
+    checkpoints it resumes (unless `resume=False`, which starts over)."""
     cfg = cfg.resolved()
     run = RunFolder(Path(output))
     if run.path.exists() and not run.path.is_dir():
@@ -133,11 +134,11 @@ def fit(
     accelerator = make_accelerator()
     inputs = prepare_inputs(cfg, run, resume)
     if inputs is None:  # finished before, with these settings
-        return run.results(), None
+        return TrainedRun(run.results(), None)
     trainer = Trainer.start(cfg, run, inputs, accelerator, resume, progress)
     trainer.run_steps()
     results = trainer.finish()
-    return results, trainer.model_for_inference()
+    return TrainedRun(results, trainer.model_for_inference())
 
 
 @dataclass
@@ -215,7 +216,7 @@ class Trainer:
     """Names of the tensors a run keeps (trainable weights, decision buffers)."""
     total_steps: int
     compiled: bool
-    accumulation: int
+    micro_batches: int
     """Micro-batches per batch at least (more on CPU for wide batches); doubled after out-of-memory."""
     bar: tqdm
     writer: Any = None
@@ -267,7 +268,7 @@ class Trainer:
             _restore(checkpoint, unwrapped, optimizer, scheduler, accelerator.process_index)
         show = progress and accelerator.is_main_process
         bar = tqdm(total=total_steps, initial=state.global_step, desc="train", disable=not show, dynamic_ncols=True)
-        accumulation = state.gradient_accumulation or train.gradient_accumulation
+        micro_batches = state.micro_batches or train.micro_batches
         trainer = cls(
             cfg,
             run,
@@ -281,7 +282,7 @@ class Trainer:
             saved,
             total_steps,
             compiled,
-            accumulation,
+            micro_batches,
             bar,
             _tensorboard(run, cfg) if accelerator.is_main_process else None,
         )
@@ -367,7 +368,7 @@ class Trainer:
             loss, tokens = self.forward_backward(batch)
         except torch.cuda.OutOfMemoryError:
             self.optimizer.zero_grad(set_to_none=True)
-            self.accumulation = _halve_micro_batch(batch, self.accumulation, self.world, self.bar)
+            self.micro_batches = _halve_micro_batch(batch, self.micro_batches, self.world, self.bar)
             return None
         if not math.isfinite(loss):
             kept = list_checkpoints(self.run)
@@ -392,7 +393,7 @@ class Trainer:
         items, world = self.inputs.train_items, self.world
         batch_items = [items[i] for i in batch]
         n_targets = max(1, _n_targets(batch_items, self.cfg.task))
-        parts = max(self.accumulation, _parts_to_fit(batch_items, world, self.device))
+        parts = max(self.micro_batches, _parts_to_fit(batch_items, world, self.device))
         micro_batches = [batch[k::parts] for k in range(parts) if batch[k::parts]]
         step_loss, tokens = torch.zeros((), device=self.device), 0
         for k, micro in enumerate(micro_batches):
@@ -437,7 +438,7 @@ class Trainer:
                 self.accelerator.process_index,
                 self.world,
             )
-        metrics = score(self.cfg.task, inputs.val_examples, logits, inputs.labels)
+        metrics = split_metrics(self.cfg.task, inputs.val_examples, logits, inputs.labels)
         value = metrics[metric]
         improved = improves(metric, value, state.best_metric)
         if improved:
@@ -472,7 +473,7 @@ class Trainer:
         weights = gather_weights(self.unwrapped, self.saved)
         optimizer_state = gather_optimizer_state(self.unwrapped, self.optimizer)
         rngs = gather_object([rng_state()]) if self.world > 1 else [rng_state()]
-        self.state.gradient_accumulation = self.accumulation
+        self.state.micro_batches = self.micro_batches
         if self.main:
             save_checkpoint(
                 self.run,
@@ -667,15 +668,15 @@ def _parts_to_fit(items: list[Item], world: int, device: torch.device) -> int:
     return max(1, -(-padded // CPU_MICRO_BATCH_TOKENS))
 
 
-def _halve_micro_batch(batch: list[int], accumulation: int, world: int, bar: tqdm) -> int:
-    """On CUDA out-of-memory: twice the accumulation steps, same global batch; give up at one example."""
-    micro = -(-len(batch) // (accumulation * world))
+def _halve_micro_batch(batch: list[int], micro_batches: int, world: int, bar: tqdm) -> int:
+    """On CUDA out-of-memory: twice the micro-batches, same global batch; give up at one example."""
+    micro = -(-len(batch) // (micro_batches * world))
     if micro <= 1:
         raise TrainingError("CUDA out of memory with a micro-batch of 1: lower --max-length or use --load-in-4bit")
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    bar.write(f"CUDA out of memory: micro-batch {micro} -> {-(-micro // 2)} (gradient accumulation x2)")
-    return accumulation * 2
+    bar.write(f"CUDA out of memory: micro-batch {micro} -> {-(-micro // 2)} (micro-batches x2)")
+    return micro_batches * 2
 
 
 def _check_same_run(run: RunFolder, cfg: RunConfig) -> None:
