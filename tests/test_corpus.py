@@ -30,9 +30,8 @@ def finished_run(tmp_path_factory) -> tuple[Path, Path]:
     write_jsonl(toy / "train.jsonl", toy_rows(24, 1))
     write_jsonl(toy / "validation.jsonl", toy_rows(8, 2))
     run = root / "run"
-    result = runner.invoke(
-        app, ["train", "--model", "tiny-random", "--quiet", "--keep-checkpoints", "--data", str(toy), "-o", str(run)]
-    )
+    args = ["train", "--model", "tiny-random", "--quiet", "--min-steps", "0", "--keep-checkpoints"]
+    result = runner.invoke(app, [*args, "--data", str(toy), "-o", str(run)])
     assert result.exit_code == 0, result.output
     return run, toy
 
