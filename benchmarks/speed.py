@@ -61,7 +61,9 @@ def worker_official(rows: int, epochs: float, workdir: Path) -> dict:
 def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> dict:
     from lsllama import Classifier, build_config
 
-    layers = {"data": {"data": "sst2", "max_train_samples": rows}, "train": {"epochs": epochs, "tensorboard": False}}
+    # The official recipe's epochs, without the step floor: both recipes do the same work.
+    train = {"epochs": epochs, "min_steps": 0, "tensorboard": False}
+    layers = {"data": {"data": "sst2", "max_train_samples": rows}, "train": train}
     for section, values in overrides.items():
         layers.setdefault(section, {}).update(values)
     cfg = build_config(overrides=layers)
