@@ -127,9 +127,9 @@ class TrainConfig:
     min_steps: int = 100
     """At least this many optimizer steps: a small training set is read for more epochs (each shuffled
     anew, evaluated at its end, the best weights kept) until the run has made them. 300 rows are 19 steps of
-    16; the floor lets them teach more, and since every epoch is evaluated and the best kept, more steps
-    cannot make the kept model worse (by the validation metric). Sets of 1,600 rows or more (>= 100 steps
-    per epoch) keep their cost. SST-2, 300 rows, seeds 0/1/2, label-word head: 0.754 +- 0.110 after one
+    16; the floor lets them teach more, and since every epoch is evaluated and the best kept, a later epoch
+    that overfits cannot replace a better earlier one. Sets of 1,600 rows or more (>= 100 steps per epoch
+    at batch 16) keep their cost. SST-2, 300 rows, seeds 0/1/2, label-word head: 0.754 +- 0.110 after one
     epoch, 0.860 +- 0.007 with at least 100 steps (benchmarks/results/small_data.md). 0: `epochs` alone
     decides."""
     learning_rate: float = 5e-4
