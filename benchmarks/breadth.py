@@ -181,7 +181,8 @@ def run_one(name: str, model: str, rows: int, runs_folder: Path) -> dict[str, An
     spec = RUNS[name]
     data = CACHE / "data" / spec["data"]
     settings = {**spec["settings"], "data": str(data), "max_train_samples": rows, "max_eval_samples": EVAL_ROWS}
-    cfg = build_config(task="sequence", overrides={"model": {"name": model}, "data": settings, "train": {"epochs": 1}})
+    recipe = {"epochs": 1, "min_steps": 0}  # one epoch, one evaluation (module docstring)
+    cfg = build_config(task="sequence", overrides={"model": {"name": model}, "data": settings, "train": recipe})
     out = runs_folder / name
     results = train_run(cfg, out, progress=True).results
     problem = cfg.data.problem

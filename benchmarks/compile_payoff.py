@@ -37,7 +37,7 @@ def run(model: str, mode: str, steps: int, cache: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor"), "TRANSFORMERS_VERBOSITY": "error"}
         cmd = [sys.executable, "-m", "lsllama.cli", "train", "--model", model, "--data", "sst2", f"--{mode}"]
-        cmd += ["--max-train-samples", str(steps * BATCH), "--max-eval-samples", str(EVAL_ROWS)]
+        cmd += ["--max-train-samples", str(steps * BATCH), "--max-eval-samples", str(EVAL_ROWS), "--min-steps", "0"]
         cmd += ["--output", str(Path(tmp) / "run")]
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
         results = json.loads((Path(tmp) / "run" / "results.json").read_text())

@@ -1,8 +1,8 @@
 """Reproduce the paper's findings at small scale: LS variants against baselines, real data, seeds.
 
-    python benchmarks/paper.py [--quick] [--model smollm2-135m] [--rows N] [--eval-rows N] [--seeds N]
-                               [--datasets NAME ...] [--results-dir DIR] [--cache-dir DIR] [--dry-run]
-                               [--report-only] [--report-name NAME] [--calibrate]
+    python benchmarks/paper.py [--quick] [--recipe recorded|defaults] [--model smollm2-135m] [--rows N]
+                               [--eval-rows N] [--seeds N] [--datasets NAME ...] [--results-dir DIR]
+                               [--cache-dir DIR] [--dry-run] [--report-only] [--report-name NAME] [--calibrate]
 
 Every method sees the same fixed samples of SST-2, SST-5, AG News, Twitter Financial News and
 CoNLL-2003 ($LSLLAMA_DATA): LS variants through lsllama's API, zero-shot prompting and instruction SFT
@@ -19,6 +19,7 @@ import argparse
 import gc
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -57,7 +58,7 @@ from benchmarks.paper_plan import (  # noqa: E402
 from benchmarks.paper_report import Report, write_report  # noqa: E402
 from lsllama import Classifier, build_config  # noqa: E402
 from lsllama.api import default_device  # noqa: E402
-from lsllama.config import RunConfig  # noqa: E402
+from lsllama.config import RunConfig, TrainConfig  # noqa: E402
 from lsllama.data.batching import padded_length  # noqa: E402
 from lsllama.modeling.loading import load_tokenizer, model_source, tiny_random_config  # noqa: E402
 from lsllama.modeling.masks import text_config  # noqa: E402
@@ -69,6 +70,12 @@ RECORDED_MODEL = {"lora_dropout": 0.05, "head_init": "random"}
 """Model settings whose package default changed after the suite ran (LoRA dropout 0.05 -> 0, on the
 evidence of benchmarks/results/ablation_lora_dropout.md), pinned so that the recorded runs remain
 the suite's runs. Drop an entry to rerun the suite with the new default."""
+RECORDED_TRAIN = {"min_steps": 0}
+"""Train settings whose package default changed after the suite ran (no step floor -> at least 100 steps,
+benchmarks/results/small_data.md), pinned like `RECORDED_MODEL`."""
+RECIPES = {"recorded": {"model": RECORDED_MODEL, "train": RECORDED_TRAIN}, "defaults": {}}
+"""`--recipe`: the settings the recorded suite ran with (its runs stay cached), or today's package defaults
+(label-word head, at least 100 steps, for LS and, the step floor, for SFT: their runs get their own keys)."""
 
 RATES = {
     "classic": 0.105,
@@ -100,6 +107,8 @@ class Context:
     cache: Path
     data: dict[str, PreparedData]
     device: torch.device = field(default_factory=default_device)
+    pinned: dict[str, dict[str, Any]] = field(default_factory=lambda: RECIPES["recorded"])
+    """Settings that override the package defaults for every run (`RECIPES`)."""
 
 
 def model_folder(model: str, cache: Path) -> str:
@@ -124,21 +133,22 @@ def half_of_layers(model_path: str) -> int:
     return text_config(AutoConfig.from_pretrained(model_source(model_path))).num_hidden_layers // 2
 
 
-def sequence_defaults() -> RunConfig:
-    """The sequence task's defaults as the suite ran them (what SFT, zero-shot and the workload read)."""
-    return build_config(task="sequence", overrides={"model": dict(RECORDED_MODEL)}).resolved()
+def sequence_defaults(ctx: Context) -> RunConfig:
+    """The sequence task's defaults as the suite runs them (what SFT, zero-shot and the workload read)."""
+    pinned = {section: dict(values) for section, values in ctx.pinned.items()}
+    return build_config(task="sequence", overrides=pinned).resolved()
 
 
 def ls_config(run: Run, ctx: Context) -> RunConfig:
     """lsllama's own defaults for the task (what `lsllama train` would use, but for the settings pinned in
-    `RECORDED_MODEL`), with the variant's masking and pooling, the prepared data and the seed."""
-    model = {**RECORDED_MODEL, **METHODS[run.method].ls, "name": ctx.model_path}
+    `ctx.pinned`), with the variant's masking and pooling, the prepared data and the seed."""
+    model = {**ctx.pinned.get("model", {}), **METHODS[run.method].ls, "name": ctx.model_path}
     if model.get("unmask_from_layer") == HALF:
         model["unmask_from_layer"] = half_of_layers(ctx.model_path)
     overrides = {
         "model": model,
         "data": {"data": str(ctx.data[run.dataset].folder)},
-        "train": {"seed": run.seed, "tensorboard": False},
+        "train": {**ctx.pinned.get("train", {}), "seed": run.seed, "tensorboard": False},
     }
     return build_config(task=DATASETS[run.dataset].task, overrides=overrides).resolved()
 
@@ -150,14 +160,14 @@ were made: left out of the cache key, so those records stay theirs."""
 
 ADDED_AT_DEFAULT = {"min_steps": 0, "head_learning_rate": None, "keep_checkpoints_after": False}
 """Train settings added after the records were made: left out of the key while they hold the value that
-computes what the records did, so that adding a setting does not rerun the suite."""
+computes what the records did (`RECORDED_TRAIN` pins `min_steps` there), so that adding a setting does not
+rerun the suite."""
 ADDED_SETTINGS_AT_RECORDED = {
     "model": {"head_init": "random"},
     "data": {"template": None, "label_descriptions": None, "validation_fraction": 0.1},
 }
 """LS settings added after the records, left out of the key while they hold what the records computed
-(`RECORDED_MODEL` pins the random head they used). Drop `head_init` from RECORDED_MODEL to rerun the 35 LS
-runs with the label-word head."""
+(`RECORDED_MODEL` pins the random head they used); `--recipe defaults` runs LS with the label-word head."""
 SFT_IGNORES = ("head_init",)
 """LS model settings that instruction SFT never reads (it generates with the pretrained output layer)."""
 
@@ -186,7 +196,7 @@ def recipe(run: Run, ctx: Context) -> dict[str, Any]:
                 if cfg[section].get(key, recorded) == recorded:
                     cfg[section].pop(key, None)
         return cfg
-    sequence = sequence_defaults()
+    sequence = sequence_defaults(ctx)
     if kind in ("zero_shot", "sft"):
         prompt = {"prompt": PROMPT, "task": DATASETS[run.dataset].prompt_task, "max_length": sequence.data.max_length}
         if kind == "zero_shot":
@@ -217,7 +227,7 @@ def run_file(run: Run, ctx: Context, runs_dir: Path) -> tuple[Path, dict[str, An
 def execute(run: Run, ctx: Context, workdir: Path) -> dict[str, Any]:
     """Train and score one run: its metrics per split, and anything worth keeping with them."""
     data, kind = ctx.data[run.dataset], METHODS[run.method].kind
-    sequence = sequence_defaults()
+    sequence = sequence_defaults(ctx)
     if kind == "ls":
         clf = Classifier.train(ls_config(run, ctx), workdir, progress=True)
         results = json.loads((workdir / RESULTS).read_text())
@@ -257,7 +267,7 @@ def workload(run: Run, ctx: Context, tokenizer: Any) -> dict[str, float]:
     data, kind = ctx.data[run.dataset], METHODS[run.method].kind
     if kind in ("tfidf", "majority_tag"):
         return {"classic": 1}
-    sequence = sequence_defaults()
+    sequence = sequence_defaults(ctx)
     train_rows, reported_rows = data.examples("train"), data.examples(data.reported)
     n_train, n_reported = len(train_rows), len(reported_rows)
     if kind == "ls":
@@ -267,8 +277,10 @@ def workload(run: Run, ctx: Context, tokenizer: Any) -> dict[str, float]:
         else:
             lengths = [len(tokenizer(e.text or "")["input_ids"]) for e in train_rows]
         tokens = mean(padded_length(min(n, cfg.data.max_length)) for n in lengths)
-        trained = cfg.train.epochs * n_train
-        inferred = cfg.train.epochs * len(data.examples("validation"))
+        trained = trained_rows(cfg.train, n_train)
+        step0 = cfg.model.head_init == "label_names" and data.task == "sequence"  # scored before training
+        evaluations = math.ceil(trained / n_train) + int(step0)
+        inferred = evaluations * len(data.examples("validation"))
         inferred += n_reported if data.reported == "test" else 0
         return {
             "load": 1,
@@ -296,9 +308,14 @@ def workload(run: Run, ctx: Context, tokenizer: Any) -> dict[str, float]:
         "decode_tokens": n_reported * new_tokens,
     }
     if kind == "sft":
-        trained = sequence.train.epochs * n_train
+        trained = trained_rows(sequence.train, n_train)
         units |= {"train_samples": trained, "train_tokens": trained * (prompt(train_rows) + new_tokens)}
     return units
+
+
+def trained_rows(train: TrainConfig, n_train: int) -> float:
+    """Rows a run trains on: its epochs, or more where the step floor (`min_steps`) reads the set again."""
+    return max(train.epochs * n_train, train.min_steps * train.batch_size)
 
 
 def estimate_seconds(units: dict[str, float], rates: dict[str, float] = RATES) -> float:
@@ -330,6 +347,13 @@ def calibrate(workloads: dict[Run, dict[str, float]], seconds: dict[Run, float])
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"the <= 15 minute preset: {QUICK}")
+    parser.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="recorded",
+        help="recorded: the settings the committed runs used (they stay cached); defaults: today's package "
+        "defaults for LS, and SFT trained for as many steps (default: recorded)",
+    )
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
     parser.add_argument("--rows", type=int, help="training rows per data set (CoNLL: sentences)")
     parser.add_argument("--eval-rows", type=int, help="at most this many rows of each evaluation split")
@@ -339,7 +363,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=HERE / "cache" / "paper")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
     parser.add_argument(
-        "--report-name", help="file name of the report under --results-dir (default: paper, --quick: paper_quick)"
+        "--report-name",
+        help="file name of the report under --results-dir (default: paper, --quick: paper_quick; "
+        "--recipe defaults adds _defaults)",
     )
     parser.add_argument(
         "--calibrate", action="store_true", help="fit the time estimate's rates to the finished runs, print them"
@@ -363,7 +389,7 @@ def main() -> None:
     runs_dir = results_dir / "paper" / "runs"
     model_path = model_folder(args.model, cache)
     data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
-    ctx = Context(args.model, model_path, cache, data)
+    ctx = Context(args.model, model_path, cache, data, pinned=RECIPES[args.recipe])
     tokenizer = load_tokenizer(model_path)
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in build_plan(budget)]
     workloads = {run: workload(run, ctx, tokenizer) for run, _, _ in plan}
@@ -421,7 +447,8 @@ def main() -> None:
         planned=len(plan),
         unmask_layer=half_of_layers(model_path),
     )
-    print(write_report(results_dir, report, args.report_name or ("paper_quick" if args.quick else "paper")))
+    name = ("paper_quick" if args.quick else "paper") + ("" if args.recipe == "recorded" else f"_{args.recipe}")
+    print(write_report(results_dir, report, args.report_name or name))
 
 
 if __name__ == "__main__":

@@ -180,28 +180,41 @@ def protocol(report: Report) -> list[str]:
             cfg = by_method[method]
             model, train = cfg["model"], cfg["train"]
             now = build_config(task=task).resolved()
+            # Settings added after the first records are in a key only where they differ from what those ran.
+            model = {"head_init": "random", **model}
+            train = {"min_steps": 0, **train}
             changed = [
-                f"{key.replace('_', ' ')} {model[key]} (now {getattr(now.model, key)})"
-                for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "precision")
-                if model[key] != getattr(now.model, key)
+                f"{key.replace('_', ' ')} {section[key]} (now {getattr(current, key)})"
+                for section, current, keys in (
+                    (
+                        model,
+                        now.model,
+                        ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "precision", "head_init"),
+                    ),
+                    (train, now.train, ("min_steps",)),
+                )
+                for key in keys
+                if section[key] != getattr(current, key)
             ]
             lines.append(
                 f"- LS ({task} task), lsllama's defaults when the suite ran: LoRA r {model['lora_r']}, alpha "
                 f"{model['lora_alpha']}, dropout {model['lora_dropout']} on `{model['lora_targets']}`, "
-                f"{train['epochs']:g} epoch(s), lr {train['learning_rate']:g}, batch {train['batch_size']}, max length "
-                f"{cfg['data']['max_length']} tokens, precision `{model['precision']}`."
+                f"{train['epochs']:g} epoch(s), at least {train['min_steps']} steps, lr {train['learning_rate']:g}, "
+                f"batch {train['batch_size']}, max length {cfg['data']['max_length']} tokens, precision "
+                f"`{model['precision']}`, head init `{model['head_init']}`."
                 + (f" Defaults changed since: {', '.join(changed)}." if changed else "")
             )
     lines += [
         "- Splits: " + "; ".join(_split_note(report.data[name]) for name in report.budget.datasets) + ".",
-        "- Model selection uses validation only: LS keeps its best end-of-epoch evaluation (one per epoch); "
+        "- Model selection uses validation only: LS keeps its best end-of-epoch evaluation (one per epoch, "
+        "and one before training with the label-word head); "
         f"TF-IDF picks C from {list(C_GRID)} on validation where test is reported and keeps C = {DEFAULT_C:g} where "
         "validation is the reported split (choosing on it would inflate the score). Zero-shot, SFT and the "
         "official recipe have no selection step (the last weights).",
         f"- Zero-shot and SFT prompt (the model's chat template, greedy decoding): `{PROMPT!r}`. The answer's "
         "label is the first label name it contains (case-insensitive, whole words, longest name on a tie); an "
-        "answer naming no label counts as wrong. SFT: same LoRA, epochs, lr, batch and data as LS, loss on the "
-        "answer tokens only.",
+        "answer naming no label counts as wrong. SFT: same LoRA, epochs, optimizer steps, lr, batch and data as LS, "
+        "loss on the answer tokens only.",
         "- Official recipe: benchmarks/official_recipe.py (bf16 weights, LoRA r 12 on q,v, lr 1e-4, batch 8, "
         "max length 64), trained for the same number of epochs as LS.",
         "- Deterministic rows (zero-shot, TF-IDF, majority tag) run once; ablations (max pooling, layer-wise "

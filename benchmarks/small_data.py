@@ -1,4 +1,5 @@
-"""Small data: the head that starts from the label words against the paper's random head, seed by seed.
+"""Small data: each lever alone and together (the head that starts from the label words, the step floor,
+a generic template, the head's own learning rate) against the paper's recipe, seed by seed.
 
     python -m benchmarks small_data [--datasets sst2 ...] [--rows 300 ...] [--seeds 0 1 2]
                                     [--variants random names ...] [--eval-rows 300] [--model NAME]
@@ -7,7 +8,8 @@ Each run is `lsllama train --data D --max-train-samples N --max-eval-samples E -
 variant's flags, in a run folder under benchmarks/cache/small_data/ (a finished folder is read, not run
 again: an interrupted benchmark resumes). Reported: validation accuracy of the kept model (mean ± std
 over seeds) and, for the label-word head, at step 0 (before any update: the zero-shot classifier that
-the head starts as). Writes results/small_data.json and .md.
+the head starts as; one row per starting point, since the step floor and the head's learning rate do not
+change it). Writes results/small_data.json and .md.
 """
 
 from __future__ import annotations
@@ -19,15 +21,30 @@ import sys
 from pathlib import Path
 
 from benchmarks.record import CACHE, Record, parser
+from lsllama.config import TrainConfig
 
 GENERIC_TEMPLATE = "{text}\\nQuestion: {labels}?\\nAnswer:"
 """A template that names no data set (typed as on the command line: `\\n` is a newline)."""
+HEAD_LR = 5 * TrainConfig.learning_rate
+"""The head's own learning rate in `names+headlr`: five times the adapters' default."""
+FLOOR = f"at least {TrainConfig.min_steps} steps"
+"""What the variants without `--min-steps` train for: the package's step floor."""
 VARIANTS = {
-    "random": ("random head (the paper's)", ["--head-init", "random"]),
-    "names": ("label-word head (default)", []),
-    "names+min100": ("label-word head, at least 100 steps", ["--min-steps", "100"]),
-    "names+template": ("label-word head, generic template", ["--template", GENERIC_TEMPLATE]),
+    "random": ("random head, 1 epoch (the paper's)", ["--head-init", "random", "--min-steps", "0"]),
+    "random+min100": (f"random head, {FLOOR}", ["--head-init", "random"]),
+    "names-1epoch": ("label-word head, 1 epoch", ["--min-steps", "0"]),
+    "names": (f"label-word head, {FLOOR} (default)", []),
+    "names+template": (f"label-word head, generic template, {FLOOR}", ["--template", GENERIC_TEMPLATE]),
+    "names+headlr": (f"label-word head, head lr {HEAD_LR:g} (5x), {FLOOR}", ["--head-lr", f"{HEAD_LR:g}"]),
+    "random+template": (
+        f"random head, generic template, {FLOOR}",
+        ["--head-init", "random", "--template", GENERIC_TEMPLATE],
+    ),
 }
+"""Variant key: (label, `lsllama train` flags); the package defaults otherwise."""
+TRAINING_ONLY = ("--min-steps", "--head-lr")
+"""Flags that change how the head trains, not where it starts: variants that differ only in these share
+their step-0 score."""
 
 
 def run_once(folder: Path, args: list[str]) -> dict:
@@ -56,21 +73,46 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({len(values)} seeds)"
 
 
+def starting_point(variant: str) -> tuple[str, ...]:
+    """The variant's flags that decide the model before training (head init, template)."""
+    flags = VARIANTS[variant][1]
+    pairs = zip(flags[::2], flags[1::2], strict=True)  # every flag takes a value
+    return tuple(item for flag, value in pairs if flag not in TRAINING_ONLY for item in (flag, value))
+
+
 def table(runs: list[dict], datasets: list[str], sizes: list[int], variants: list[str]) -> str:
+    """One row per variant; after the first variant of each starting point, its step-0 score (once: the
+    variants that share it score the same before training)."""
     columns = [(d, n) for d in datasets for n in sizes]
     lines = [
         "| variant | " + " | ".join(f"{d}, {n} rows" for d, n in columns) + " |",
         "| --- |" + " ---: |" * len(columns),
     ]
+    shown: set[tuple[str, ...]] = set()
     for variant in variants:
-        for label, key in ((VARIANTS[variant][0], "accuracy"), ("  at step 0, before training", "step0")):
-            cells = []
-            for dataset, rows in columns:
-                found = [r[key] for r in runs if (r["dataset"], r["rows"], r["variant"]) == (dataset, rows, variant)]
-                cells.append(mean_std([v for v in found if v is not None]))
-            if key == "accuracy" or any(c != "—" for c in cells):
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {VARIANTS[variant][0]} | " + " | ".join(_cells(runs, columns, [variant], "accuracy")) + " |")
+        start = starting_point(variant)
+        if start in shown:
+            continue
+        shown.add(start)
+        sharing = [v for v in variants if starting_point(v) == start]
+        cells = _cells(runs, columns, sharing, "step0")
+        if any(c != "—" for c in cells):
+            head = "label-word head" + (", generic template" if "--template" in start else "")
+            lines.append(f"|   {head} at step 0, before training | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cells(runs: list[dict], columns: list[tuple[str, int]], variants: list[str], key: str) -> list[str]:
+    """Mean ± std of `key` per column over seeds, each seed once (variants sharing a step 0 score it alike)."""
+    cells = []
+    for dataset, rows in columns:
+        by_seed: dict[int, float] = {}
+        for r in runs:
+            if (r["dataset"], r["rows"]) == (dataset, rows) and r["variant"] in variants and r[key] is not None:
+                by_seed.setdefault(r["seed"], r[key])
+        cells.append(mean_std(list(by_seed.values())))
+    return cells
 
 
 def main(argv: list[str]) -> None:
@@ -78,7 +120,7 @@ def main(argv: list[str]) -> None:
     options.add_argument("--datasets", nargs="+", default=["sst2"])
     options.add_argument("--rows", nargs="+", type=int, default=[300])
     options.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    options.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["random", "names"])
+    options.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     options.add_argument("--eval-rows", type=int, default=300)
     options.add_argument("--model", default="smollm2-135m")
     options.add_argument("--cache", type=Path, default=CACHE / "small_data", help="run folders (resumable)")

@@ -96,7 +96,7 @@ def train_tiny_run(folder: Path, rows: list[dict], task: str = "sequence", **dat
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(folder / "data"), **data},
-            "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 1, "min_steps": 0, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
         },
     )
     Classifier.train(cfg, folder / "run", progress=False)

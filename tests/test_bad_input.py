@@ -11,7 +11,19 @@ from .conftest import toy_rows, write_jsonl
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--output", str(out), "--model", "tiny-random", "--quiet", *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(out),
+        "--model",
+        "tiny-random",
+        "--quiet",
+        "--min-steps",
+        "0",
+        *extra,
+    ]
 
 
 def folder_with(tmp_path: Path, train_text: str, name: str = "train.jsonl") -> Path:

@@ -168,20 +168,47 @@ def test_headline_table_is_computed_from_the_benchmark_records():
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_small_data_scores_the_label_word_head_at_step_0_and_resumes_from_its_cache(tmp_path: Path):
     command = [sys.executable, "-m", "benchmarks", "small_data", "--model", "tiny-random", "--datasets", "sst2"]
-    command += ["--rows", "24", "--eval-rows", "16", "--seeds", "1", "--variants", "names", "random"]
+    command += ["--rows", "24", "--eval-rows", "16", "--seeds", "1", "--variants", "names-1epoch", "random"]
     command += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = {r["variant"]: r for r in json.loads((tmp_path / "out" / "small_data.json").read_text())["runs"]}
-    assert runs["names"]["step0"] is not None and runs["names"]["curve"][0][0] == 0
-    assert runs["random"]["step0"] is None and runs["random"]["curve"][0][0] > 0
-    assert "label-word head (default)" in (tmp_path / "out" / "small_data.md").read_text()
+    names, random = runs["names-1epoch"], runs["random"]
+    assert names["step0"] is not None and [step for step, _ in names["curve"]] == [0, 2]  # 24 rows: 2 steps
+    assert random["step0"] is None and [step for step, _ in random["curve"]] == [2]  # 1 epoch: --min-steps 0
+    assert "label-word head, 1 epoch" in (tmp_path / "out" / "small_data.md").read_text()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 0
     assert (
         json.loads(again.stdout.strip().splitlines()[-1])["runs"]
         == json.loads((tmp_path / "out" / "small_data.json").read_text())["runs"]
     )
+
+
+def test_small_data_shows_each_starting_points_step_0_score_once():
+    """The step floor and the head's learning rate do not change the model before training: variants that
+    differ only in them share one step-0 row; a template starts elsewhere and gets its own."""
+    from benchmarks.small_data import VARIANTS, table
+
+    runs = [
+        {"dataset": "sst2", "rows": 300, "variant": variant, "seed": seed, "accuracy": 0.8, "step0": step0}
+        for variant, step0 in (
+            ("random", None),
+            ("names-1epoch", 0.6),
+            ("names", 0.6),
+            ("names+headlr", 0.6),
+            ("names+template", 0.7),
+        )
+        for seed in (0, 1)
+    ]
+    lines = table(runs, ["sst2"], [300], list(VARIANTS)).splitlines()
+    step0 = [line for line in lines if "at step 0" in line]
+    assert step0 == [
+        "|   label-word head at step 0, before training | 0.600 ± 0.000 (2 seeds) |",
+        "|   label-word head, generic template at step 0, before training | 0.700 ± 0.000 (2 seeds) |",
+    ]
+    assert lines.index(step0[0]) == lines.index(f"| {VARIANTS['names-1epoch'][0]} | 0.800 ± 0.000 (2 seeds) |") + 1
+    assert f"| {VARIANTS['random+template'][0]} | — |" in lines  # not run: shown as missing
 
 
 def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_path: Path):

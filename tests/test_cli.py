@@ -56,6 +56,8 @@ def test_train_help_names_every_option_in_full_with_help_text_and_config_default
     assert f"default {TrainConfig().learning_rate:g}" in help_text
     assert f"default {ModelConfig().lora_r})" in help_text
     assert f"(default {DataConfig().text_column})" in help_text
+    min_steps = help_text[help_text.index("--min-steps") : help_text.index("--head-lr")]
+    assert f"(default {TrainConfig().min_steps})" in min_steps
     assert "<last|mean|max>" in help_text
 
 

@@ -20,6 +20,8 @@ from .conftest import toy_rows, write_jsonl
 CORPUS = Path(__file__).parent / "corpus"
 CASES = {case["id"]: case for case in yaml.safe_load((CORPUS / "cases.yaml").read_text())}
 runner = CliRunner()
+TINY = "--model tiny-random --quiet --min-steps 0"
+"""`{tiny}` in the cases: the finished run below was trained with these, so a case that resumes it matches."""
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,7 @@ def finished_run(tmp_path_factory) -> tuple[Path, Path]:
     write_jsonl(toy / "train.jsonl", toy_rows(24, 1))
     write_jsonl(toy / "validation.jsonl", toy_rows(8, 2))
     run = root / "run"
-    result = runner.invoke(
-        app, ["train", "--model", "tiny-random", "--quiet", "--keep-checkpoints", "--data", str(toy), "-o", str(run)]
-    )
+    result = runner.invoke(app, ["train", *shlex.split(TINY), "--keep-checkpoints", "--data", str(toy), "-o", str(run)])
     assert result.exit_code == 0, result.output
     return run, toy
 
@@ -80,9 +80,7 @@ def test_malformed_input(case_id, finished_run, tmp_path):
     existing.mkdir()
     (existing / "keep.txt").write_text("not lsllama's")
     before, corpus_before, existing_before = snapshot(run), snapshot(CORPUS), snapshot(existing)
-    args = case["args"].format(
-        corpus=CORPUS, out=out, run=run, toy=toy, existing=existing, tiny="--model tiny-random --quiet"
-    )
+    args = case["args"].format(corpus=CORPUS, out=out, run=run, toy=toy, existing=existing, tiny=TINY)
 
     result = runner.invoke(app, shlex.split(args))
 
@@ -105,7 +103,7 @@ def test_malformed_input(case_id, finished_run, tmp_path):
 
 def test_debug_flag_shows_the_traceback(tmp_path):
     args = CASES["jsonl-malformed-json"]["args"].format(
-        corpus=CORPUS, out=tmp_path / "out", run="", toy="", existing="", tiny="--model tiny-random --quiet"
+        corpus=CORPUS, out=tmp_path / "out", run="", toy="", existing="", tiny=TINY
     )
     result = runner.invoke(app, ["--debug", *shlex.split(args)])
     assert result.exit_code != 0

@@ -42,6 +42,8 @@ ARGS = [  # a random head: the step-0 score of a label-word head would make the 
     "0",
     "--checkpoint-every",
     "3",
+    "--min-steps",  # the steps and checkpoints compared are the epochs'
+    "0",
     "--keep-checkpoints",
     "--quiet",
 ]
@@ -160,6 +162,7 @@ def in_process_config(data: Path):
             "data": {"data": str(data)},
             "train": {
                 "epochs": 2,
+                "min_steps": 0,
                 "batch_size": 8,
                 "learning_rate": 3e-3,
                 "checkpoint_every": 3,

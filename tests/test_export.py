@@ -30,7 +30,7 @@ def train(folder: Path, task: str, rows: list[dict], epochs: float, lr: float, *
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32", **model},
             "data": {"data": str(folder / "data")},
-            "train": {"epochs": epochs, "learning_rate": lr, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": epochs, "min_steps": 0, "learning_rate": lr, "batch_size": 8, "tensorboard": False},
         },
     )
     Classifier.train(cfg, folder / "run", progress=False)
@@ -177,7 +177,7 @@ def test_a_template_run_exports_for_lsllama_only_and_reloads_with_its_template(t
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(folder / "data"), "template": "{text}\nIs it {labels}?"},
-            "train": {"epochs": 1, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "tensorboard": False},
         },
     )
     Classifier.train(cfg, folder / "run", progress=False)

@@ -110,7 +110,7 @@ def _train(folder, task: str, rows: list[dict], model: dict) -> Classifier:
         overrides={
             "model": {"precision": "fp32", **model},
             "data": {"data": str(folder / "data")},
-            "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 1, "min_steps": 0, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
         },
     )
     return Classifier.train(cfg, folder / "run", progress=False)

@@ -91,7 +91,7 @@ def test_a_label_word_head_is_scored_at_step_0_and_a_random_one_is_not(tmp_path)
             overrides={
                 "model": {"name": "tiny-random", "precision": "fp32", "head_init": head_init},
                 "data": {"data": str(tmp_path / "data")},
-                "train": {"epochs": 1, "batch_size": 8, "tensorboard": False},
+                "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "tensorboard": False},
             }
         )
         Classifier.train(cfg, tmp_path / head_init, progress=False)

@@ -119,7 +119,7 @@ def test_a_windows_run_trains_reloads_and_reports_its_long_texts(tmp_path):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32", "pooling": "max"},
             "data": {"data": str(tmp_path / "data"), "max_length": 16, "long_text": "windows"},
-            "train": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 2, "min_steps": 0, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
         },
     )
     clf = Classifier.train(cfg, tmp_path / "run", progress=False)
@@ -198,7 +198,7 @@ def test_a_pair_run_predicts_from_both_texts(tmp_path):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32", "bidirectional": True, "pooling": "mean"},
             "data": {"data": str(tmp_path / "data"), "text_pair_column": "text_b"},
-            "train": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 5, "min_steps": 0, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
         },
     )
     Classifier.train(cfg, tmp_path / "run", progress=False)

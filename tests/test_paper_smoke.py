@@ -85,3 +85,48 @@ def test_the_recorded_paper_suite_is_still_the_plan_so_reports_need_no_rerun():
     assert proc.returncode == 0, proc.stderr[-2000:]
     planned, cached = map(int, re.search(r"(\d+) runs, (\d+) cached", proc.stdout).groups())
     assert planned > 0 and cached == planned
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_the_defaults_recipe_reruns_ls_and_sft_only_under_their_own_keys(tmp_path: Path):
+    """`--recipe defaults` trains LS with today's defaults and SFT for as many steps; zero-shot, TF-IDF,
+    the majority tag and the official recipe compute what they did and keep their cached runs."""
+    from benchmarks.paper import RECIPES, Context, ls_config, model_folder, run_file, sequence_defaults
+    from benchmarks.paper_plan import METHODS, Budget, build_plan, prepare_data
+
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2", "conll2003"))
+    data = {name: prepare_data(name, budget.rows, budget.eval_rows, tmp_path) for name in budget.datasets}
+    path = model_folder("tiny-random", tmp_path)
+    recorded = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["recorded"])
+    defaults = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
+    changed = set()
+    for run in build_plan(budget):
+        (before, _), (after, key) = run_file(run, recorded, tmp_path), run_file(run, defaults, tmp_path)
+        if before != after:
+            changed.add(METHODS[run.method].kind)
+            assert key["recipe"]["train"]["min_steps"] == 100
+    assert changed == {"ls", "sft"}
+    ls = ls_config(next(r for r in build_plan(budget) if r.method == "ls-causal-last"), defaults)
+    assert (ls.model.head_init, ls.train.min_steps) == ("label_names", 100)
+    assert sequence_defaults(recorded).train.min_steps == 0 and sequence_defaults(defaults).train.min_steps == 100
+
+
+def test_sft_makes_as_many_optimizer_steps_as_an_lsllama_run_of_its_rows(tmp_path: Path):
+    """A fair race: with a step floor, SFT reads the rows for more epochs, as lsllama does."""
+    import torch
+    from benchmarks.baselines import LabelledTexts
+    from benchmarks.baselines.generative import PromptTask, instruction_sft
+    from benchmarks.paper import model_folder
+
+    from lsllama.config import ModelConfig, TrainConfig
+
+    rows = LabelledTexts([f"text number {i} is {'good' if i % 2 else 'bad'}" for i in range(24)], [0, 1] * 12)
+    task = PromptTask("sentiment", ["bad", "good"], 32)
+    path = model_folder("tiny-random", tmp_path)
+    lora = ModelConfig(name=path, precision="fp32")
+    for min_steps, steps in ((0, 2), (5, 5)):  # 24 rows are 2 batches of 16
+        recipe = TrainConfig(min_steps=min_steps)
+        result = instruction_sft(
+            path, task, rows, LabelledTexts(rows.texts[:2], [0, 1]), lora, recipe, 0, torch.device("cpu")
+        )
+        assert result["train_steps"] == steps

@@ -69,7 +69,7 @@ def train(folder: Path, problem: str, rows: list[dict], validation: list[dict]) 
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(folder / "data"), "problem": problem},
-            "train": {"epochs": 4, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 4, "min_steps": 0, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False},
         },
     )
     return Classifier.train(cfg, folder / "run", progress=False)

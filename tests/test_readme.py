@@ -56,7 +56,8 @@ def test_the_quickstart_runs_as_written(tmp_path: Path, monkeypatch):
     for command in lsllama_commands(text):
         if command[0] == "serve":
             continue  # runs until stopped; tests/test_serve.py covers the server
-        args = [*command, "--model", "tiny-random", "--quiet"] if command[0] == "train" else command
+        tiny = ["--model", "tiny-random", "--quiet", "--min-steps", "0"]  # epochs alone: fast
+        args = [*command, *tiny] if command[0] == "train" else command
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"lsllama {shlex.join(args)}: {result.output}"
     predictions = [json.loads(line) for line in Path("predictions.jsonl").read_text().splitlines()]

@@ -43,6 +43,8 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
         "fp32",
         "--epochs",
         "3",
+        "--min-steps",  # the kill points are placed in the epochs' 21 steps
+        "0",
         "--batch-size",
         "6",
         "--lr",

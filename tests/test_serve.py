@@ -65,7 +65,7 @@ def train(folder: Path, task: str, rows: list[dict], epochs: float, lr: float) -
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(folder / "data")},
-            "train": {"epochs": epochs, "learning_rate": lr, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": epochs, "min_steps": 0, "learning_rate": lr, "batch_size": 8, "tensorboard": False},
         },
     )
     return Classifier.train(cfg, folder / "run", progress=False), folder / "run"
@@ -140,7 +140,7 @@ def test_a_run_trained_on_text_pairs_takes_pairs(tmp_path):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(tmp_path / "data"), "text_pair_column": "hypothesis"},
-            "train": {"epochs": 1, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "tensorboard": False},
         },
     )
     clf = Classifier.train(cfg, tmp_path / "run", progress=False)

@@ -24,7 +24,7 @@ from lsllama.evaluation.scoring import sequence_metrics, sigmoid
 from .conftest import toy_rows, write_jsonl
 
 runner = CliRunner()
-TINY = ["--model", "tiny-random", "--quiet"]
+TINY = ["--model", "tiny-random", "--quiet", "--min-steps", "0"]
 
 
 def labels_of(examples) -> Counter:
@@ -238,7 +238,7 @@ def test_classifier_evaluate_on_another_folder_maps_labels_by_name(tmp_path):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(train_folder), "labels": ["negative", "positive"]},
-            "train": {"tensorboard": False},
+            "train": {"min_steps": 0, "tensorboard": False},
         },
     )
     clf = Classifier.train(cfg, tmp_path / "run", progress=False)

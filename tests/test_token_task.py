@@ -24,7 +24,7 @@ def ner_run(tmp_path_factory):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(folder / "data")},
-            "train": {"epochs": 6, "learning_rate": 5e-3, "batch_size": 8, "tensorboard": False},
+            "train": {"epochs": 6, "min_steps": 0, "learning_rate": 5e-3, "batch_size": 8, "tensorboard": False},
         },
         task="token",
     )

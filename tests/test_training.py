@@ -17,7 +17,14 @@ def toy_config(data, **train):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
             "data": {"data": str(data)},
-            "train": {"epochs": 4, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False, **train},
+            "train": {
+                "epochs": 4,
+                "min_steps": 0,
+                "learning_rate": 3e-3,
+                "batch_size": 8,
+                "tensorboard": False,
+                **train,
+            },
         },
     )
 

@@ -20,7 +20,15 @@ def toy_config(folder, **train):
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32", "head_init": "random"},  # no step-0 evaluation
             "data": {"data": str(folder), **train.pop("data", {})},
-            "train": {"epochs": 1, "learning_rate": 3e-3, "batch_size": 8, "tensorboard": False, **train},
+            # The steps these tests count are the epochs' (test_the_default_step_floor tests the floor).
+            "train": {
+                "epochs": 1,
+                "min_steps": 0,
+                "learning_rate": 3e-3,
+                "batch_size": 8,
+                "tensorboard": False,
+                **train,
+            },
         },
     )
 
@@ -82,6 +90,32 @@ def test_min_steps_reads_a_small_set_for_more_epochs_evaluating_each(toy_data, t
     evals = events(out, "eval")
     assert [e["step"] for e in evals] == [12, 24, 27]
     assert results["validation"]["accuracy"] == max(e["accuracy"] for e in evals)
+
+
+def test_the_default_step_floor_reads_a_small_set_for_100_steps_evaluating_each_epoch(toy_data, tmp_path):
+    """By default a small set is read until the run has made 100 steps (96 rows in batches of 12: 8 steps an
+    epoch, 12 epochs and 4 steps), evaluated before training (the label-word head), at every epoch's end and
+    at the last step; the best evaluation's weights are kept."""
+    from lsllama.config import TrainConfig
+
+    assert TrainConfig().min_steps == 100
+    cfg = build_config(
+        task="sequence",
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32"},
+            "data": {"data": str(toy_data)},
+            "train": {"learning_rate": 3e-3, "batch_size": 12, "tensorboard": False},
+        },
+    )
+    out = tmp_path / "run"
+    results = loop.train(cfg, out, progress=False)
+    train = events(out, "train")
+    assert len(train) == results["global_step"] == 100
+    assert [e["epoch"] for e in train] == [step // 8 for step in range(100)]
+    evals = events(out, "eval")
+    assert [e["step"] for e in evals] == [0, *range(8, 97, 8), 100]
+    best = max(evals, key=lambda e: e["accuracy"])  # the first of equals is kept
+    assert (results["best_step"], results["validation"]["accuracy"]) == (best["step"], best["accuracy"])
 
 
 def test_min_steps_below_the_epochs_steps_changes_nothing():
@@ -200,6 +234,8 @@ def test_a_finished_run_says_so_and_keeps_no_checkpoints(toy_data, tmp_path):
         "--precision",
         "fp32",
         "--quiet",
+        "--min-steps",  # epochs alone: 96 rows are 6 steps of 16
+        "0",
         "--data",
         str(toy_data),
         "-o",
@@ -207,6 +243,7 @@ def test_a_finished_run_says_so_and_keeps_no_checkpoints(toy_data, tmp_path):
     ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
+    assert json.loads((out / "results.json").read_text())["global_step"] == 6
     assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output

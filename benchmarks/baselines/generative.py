@@ -2,15 +2,15 @@
 
 The paper argues that a label head on the hidden states beats making the LLM *generate* the label.
 These baselines give the generative side a fair shot: the same model with its own chat template, the
-text cut to the same number of tokens LS sees, and for SFT the same LoRA size, data, epochs and
-optimiser recipe as lsllama's default. Answers come from greedy decoding and are read back to a label
-by name; an answer that names no label counts as wrong, as it would in use.
+text cut to the same number of tokens LS sees, and for SFT the same LoRA size, data, epochs, optimizer
+steps (lsllama's step floor included) and optimiser recipe as lsllama's default. Answers come from
+greedy decoding and are read back to a label by name; an answer that names no label counts as wrong, as
+it would in use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from lsllama.data.encoding import IGNORE
 from lsllama.evaluation.metrics import classification_metrics
 from lsllama.modeling.loading import load_tokenizer, model_source
 from lsllama.modeling.model import lora_config, resolve_dtype
+from lsllama.training.loop import planned_steps
 
 PROMPT = "What is the {task}? Possible labels: {labels}. Answer with the label only.\n\nText: {text}"
 """The paper's style of prompt: name the task, list the labels, ask for the label only."""
@@ -187,7 +188,10 @@ def instruction_sft(
         targets.append([IGNORE] * len(prompt) + answer)
 
     lengths = [len(s) for s in sequences]
-    total_steps = max(1, math.ceil(recipe.epochs * len(train_batches(lengths, recipe.batch_size, seed, 0))))
+    # As many optimizer steps as an lsllama run of these rows: its epochs, at least `min_steps`.
+    total_steps = planned_steps(
+        lambda epoch: train_batches(lengths, recipe.batch_size, seed, epoch), recipe.epochs, recipe.min_steps
+    )
     groups = [
         {"params": [p for p in trainable if p.dim() >= 2], "weight_decay": recipe.weight_decay},
         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
