@@ -67,9 +67,9 @@ def small_data_row(record: dict) -> tuple[str, str, str, str]:
 
     seeds = len({r["seed"] for r in runs})
     return (
-        f"SST-2, {rows} training rows, 1 epoch, {seeds} seeds: validation accuracy ({record['eval_rows']} sentences)",
-        f"**{mean_std('names')}**; with `--min-steps 100` **{mean_std('names+min100')}** (the paper's random "
-        f"head: {mean_std('random')})",
+        f"SST-2, {rows} training rows, {seeds} seeds: validation accuracy ({record['eval_rows']} sentences)",
+        f"**{mean_std('names')}** (at least 100 steps); 1 epoch {mean_std('names-1epoch')} (the paper's random "
+        f"head, 1 epoch: {mean_std('random')})",
         "–",
         "[small_data.md](benchmarks/results/small_data.md)",
     )
