@@ -66,7 +66,7 @@ from benchmarks.small_data import mean_std, run_once
 from lsllama.api import default_device
 from lsllama.config import RunConfig, build_config
 from lsllama.data.dataset import Example, resolve_labels, training_data
-from lsllama.run import CONFIG, atomic_write_text
+from lsllama.run_folder import CONFIG, atomic_write_text
 
 METHODS = {
     "tfidf": "TF-IDF + logistic regression",

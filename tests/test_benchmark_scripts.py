@@ -276,13 +276,13 @@ def test_ablation_of_a_package_constant_sets_it_per_run_and_keys_the_cache_on_it
 
     before = batching.PAD_MULTIPLE
     seen: list[int] = []
-    real_train = ablation.train
+    real_train = ablation.train_run
 
     def spy(cfg, run_dir, **kwargs):
         seen.append(batching.PAD_MULTIPLE)  # what the run's code reads
         return real_train(cfg, run_dir, **kwargs)
 
-    monkeypatch.setattr(ablation, "train", spy)
+    monkeypatch.setattr(ablation, "train_run", spy)
     runs = [
         ablation.run("tiny-random", "sst2", "lsllama.data.batching.PAD_MULTIPLE", value, 1, 16, 8, tmp_path)
         for value in (1, 8)
