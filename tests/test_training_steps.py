@@ -108,7 +108,7 @@ def test_the_default_step_floor_reads_a_small_set_for_100_steps_evaluating_each_
         },
     )
     out = tmp_path / "run"
-    results = loop.train(cfg, out, progress=False)
+    results = loop.train_run(cfg, out, progress=False).results
     train = events(out, "train")
     assert len(train) == results["global_step"] == 100
     assert [e["epoch"] for e in train] == [step // 8 for step in range(100)]
@@ -256,7 +256,7 @@ def test_every_event_carries_its_wall_time_so_time_to_accuracy_can_be_read(toy_d
 
     start = time.time()
     out = tmp_path / "run"
-    loop.train(toy_config(toy_data, epochs=2), out, progress=False)
+    loop.train_run(toy_config(toy_data, epochs=2), out, progress=False)
     logged = [e for e in map(json.loads, (out / "metrics.jsonl").open())]
     times = [e["wall_time"] for e in logged]
     assert start <= times[0] and times == sorted(times) and times[-1] <= time.time()
