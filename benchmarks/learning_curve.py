@@ -175,9 +175,9 @@ def sft_result(run: Run, setup: Setup) -> dict[str, Any]:
     steps = ls_result(ls_run, setup)["steps"]
     cfg = RunConfig.load(setup.path(ls_run) / CONFIG)
     train, evaluation, labels = labelled_texts(cfg, run.rows, setup.eval_rows)
-    recipe = dataclasses.replace(
-        cfg.train, epochs=sft_epochs(steps, math.ceil(len(train.texts) / cfg.train.batch_size))
-    )
+    # The epochs that make exactly the ls run's steps; no floor on top (the ls run's floor is in `steps`).
+    epochs = sft_epochs(steps, math.ceil(len(train.texts) / cfg.train.batch_size))
+    recipe = dataclasses.replace(cfg.train, epochs=epochs, min_steps=0)
     task = PromptTask(DATASETS[run.dataset].prompt_task, labels, cfg.data.max_length)
     start = time.perf_counter()
     metrics = instruction_sft(setup.model_path, task, train, evaluation, cfg.model, recipe, run.seed, default_device())
