@@ -59,8 +59,11 @@ def command(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def digest(out: Path) -> tuple[str, list]:
+    """The weights' hash and the logged events, less their wall-clock time (the one field a resume may change)."""
     weights = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for event in events:
+        assert event.pop("wall_time") > 0
     return weights, events
 
 
