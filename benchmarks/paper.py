@@ -1,8 +1,9 @@
 """Reproduce the paper's findings at small scale: LS variants against baselines, real data, seeds.
 
     python benchmarks/paper.py [--quick] [--recipe recorded|defaults] [--model smollm2-135m] [--rows N]
-                               [--eval-rows N] [--seeds N] [--datasets NAME ...] [--results-dir DIR]
-                               [--cache-dir DIR] [--dry-run] [--report-only] [--report-name NAME] [--calibrate]
+                               [--eval-rows N] [--seeds N] [--datasets NAME ...] [--methods NAME ...]
+                               [--results-dir DIR] [--cache-dir DIR] [--dry-run] [--report-only]
+                               [--report-name NAME] [--calibrate]
 
 Every method sees the same fixed samples of SST-2, SST-5, AG News, Twitter Financial News and
 CoNLL-2003 ($LSLLAMA_DATA): LS variants through lsllama's API, zero-shot prompting and instruction SFT
@@ -359,6 +360,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-rows", type=int, help="at most this many rows of each evaluation split")
     parser.add_argument("--seeds", type=int, help="seeds for the main rows (ablations always get one)")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(METHODS),
+        help="run only these methods (the report shows what is finished; default: all)",
+    )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--cache-dir", type=Path, default=HERE / "cache" / "paper")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimated time, run nothing")
@@ -391,7 +398,8 @@ def main() -> None:
     data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
     ctx = Context(args.model, model_path, cache, data, pinned=RECIPES[args.recipe])
     tokenizer = load_tokenizer(model_path)
-    plan = [(run, *run_file(run, ctx, runs_dir)) for run in build_plan(budget)]
+    runs = [run for run in build_plan(budget) if not args.methods or run.method in args.methods]
+    plan = [(run, *run_file(run, ctx, runs_dir)) for run in runs]
     workloads = {run: workload(run, ctx, tokenizer) for run, _, _ in plan}
     if args.calibrate:
         measured = {run: json.loads(path.read_text())["seconds"] for run, path, _ in plan if path.is_file()}
