@@ -62,7 +62,9 @@ def worker_official(rows: int, epochs: float, workdir: Path) -> dict:
 
 def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> dict:
     from lsllama import Classifier, build_config
+    from lsllama.heap import tune_process_heap
 
+    tune_process_heap()  # what `lsllama train` does first: the worker measures the command users run
     # The official recipe's epochs and nothing more: the step floor for small sets (train.min_steps) would
     # train lsllama on more batches than the recipe it is compared with.
     train = {"epochs": epochs, "min_steps": 0, "tensorboard": False}
