@@ -208,6 +208,20 @@ def test_micro_batches_is_read_under_its_old_name_from_config_files_run_folders_
     assert "micro_batches: 1" in saved and "gradient_accumulation" not in saved
 
 
+def test_the_paper_preset_is_the_official_scripts_recipe_and_flags_still_override_it():
+    """Besides the official scripts' LoRA and optimiser settings, their random head and their epochs (no step
+    floor): the package defaults that start from the label words would make it a different recipe."""
+    from lsllama.config import build_config
+
+    paper = build_config("sequence", preset="paper")
+    assert (paper.model.head_init, paper.train.min_steps, paper.model.lora_r) == ("random", 0, 12)
+    assert paper.model.lora_targets == ["q_proj", "v_proj"] and paper.train.learning_rate == 1e-4
+    default = build_config("sequence")
+    assert (default.model.head_init, default.train.min_steps) == (ModelConfig.head_init, TrainConfig.min_steps)
+    chosen = build_config("sequence", preset="paper", overrides={"train": {"min_steps": 50}})
+    assert chosen.train.min_steps == 50
+
+
 def test_micro_batches_under_both_names_is_a_usage_error_naming_the_file(tmp_path):
     from lsllama.config import build_config
     from lsllama.errors import UsageError

@@ -410,11 +410,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Measured best on SmolLM2-135M at a 2,000-row budget (see README).
     "default": {},
     # The official LS-LLaMA scripts: LoRA r=12, alpha=32, dropout 0.1 on q_proj/v_proj, lr 1e-4,
-    # batch 8, max length 64.
+    # batch 8, max length 64, a randomly initialised head and the epochs asked for (no step floor).
     "paper": {
-        "model": {"lora_r": 12, "lora_alpha": 32, "lora_dropout": 0.1, "lora_targets": ["q_proj", "v_proj"]},
+        "model": {
+            "lora_r": 12,
+            "lora_alpha": 32,
+            "lora_dropout": 0.1,
+            "lora_targets": ["q_proj", "v_proj"],
+            "head_init": "random",
+        },
         "data": {"max_length": 64},
-        "train": {"learning_rate": 1e-4, "batch_size": 8, "warmup_ratio": 0.0},
+        "train": {"learning_rate": 1e-4, "batch_size": 8, "warmup_ratio": 0.0, "min_steps": 0},
     },
 }
 
