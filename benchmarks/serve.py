@@ -34,7 +34,9 @@ def default_run() -> Path:
     """Train (once) the quick run this benchmark serves when no --run is given."""
     from lsllama import Classifier, build_config
 
-    cfg = build_config(overrides={"data": {"data": "sst2", "max_train_samples": 200}, "train": {"tensorboard": False}})
+    # One epoch (no step floor): the benchmark times serving, not the model's accuracy.
+    train = {"tensorboard": False, "min_steps": 0}
+    cfg = build_config(overrides={"data": {"data": "sst2", "max_train_samples": 200}, "train": train})
     Classifier.train(cfg, CACHED_RUN, progress=True)  # a finished run is loaded, not trained again
     return CACHED_RUN
 
