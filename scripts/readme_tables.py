@@ -77,8 +77,9 @@ def small_data_row(record: dict) -> tuple[str, str, str, str]:
 
 def seeds_mean_std(record: dict) -> str:
     """The default recipe's accuracy in a benchmarks/small_data.py record of one size: mean ± std over seeds."""
-    scores = [r["accuracy"] for r in record["runs"] if r["variant"] == "names"]
-    return f"{statistics.mean(scores):.3f} ± {statistics.stdev(scores):.3f}"
+    runs = [r for r in record["runs"] if r["variant"] == "names"]
+    scores, seeds = [r["accuracy"] for r in runs], ", ".join(str(r["seed"]) for r in runs)
+    return f"seeds {seeds}: {statistics.mean(scores):.3f} ± {statistics.stdev(scores):.3f}"
 
 
 def headline() -> str:
@@ -86,7 +87,7 @@ def headline() -> str:
     of benchmarks/main_job.py, benchmarks/speed.py --quick and benchmarks/ner.py."""
     main = json.loads((RESULTS / "main_job.json").read_text())
     seeds = RESULTS / "sst2_2000" / "small_data.json"
-    over_seeds = f"; seeds 0, 1, 2: {seeds_mean_std(json.loads(seeds.read_text()))}" if seeds.is_file() else ""
+    over_seeds = f"; {seeds_mean_std(json.loads(seeds.read_text()))}" if seeds.is_file() else ""
     speed = json.loads((RESULTS / "speed_quick.json").read_text())
     ner = {row["variant"]: row for row in json.loads((RESULTS / "ner.json").read_text())["rows"]}
     bi, causal = ner["bidirectional"], ner["causal"]

@@ -74,7 +74,7 @@ Task = Annotated[TaskChoice | None, Opt(help="Default: token for CoNLL files / t
 Problem = Annotated[
     ProblemChoice | None, Opt(help=f"Sequence task: what the label column holds (default {D.problem}).")
 ]
-Preset = Annotated[PresetChoice, Opt(help="paper: the official LS-LLaMA hyperparameters.")]
+Preset = Annotated[PresetChoice, Opt(help="paper: the official LS-LLaMA recipe (random head, no step floor).")]
 Config = Annotated[Path | None, Opt(help="YAML file with model/data/train sections (flags override it).")]
 Pooling = Annotated[
     PoolingChoice | None, Opt(help=f"Sequence task: how a text becomes one vector (default {M.pooling}).")
