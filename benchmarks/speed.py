@@ -91,6 +91,7 @@ def worker_lsllama(rows: int, epochs: float, workdir: Path, overrides: dict) -> 
         "eval_samples": len(train_x),
         "eval_real_tokens": tokens,
         "accuracy": results["validation"]["accuracy"],
+        "head_init": cfg.model.head_init,  # what the README's accuracy row says the head started from
     }
 
 
