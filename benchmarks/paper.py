@@ -454,6 +454,7 @@ def main() -> None:
         estimated_seconds=sum(estimates.values()),
         planned=len(plan),
         unmask_layer=half_of_layers(model_path),
+        methods=tuple(dict.fromkeys(run.method for run in runs)),
     )
     name = ("paper_quick" if args.quick else "paper") + ("" if args.recipe == "recorded" else f"_{args.recipe}")
     print(write_report(results_dir, report, args.report_name or name))

@@ -51,6 +51,8 @@ class Report:
     """Runs in the plan; `records` may hold fewer when the report is written before the suite ends."""
     unmask_layer: int
     """K of the layer-wise row (half the backbone's layers), for its label."""
+    methods: tuple[str, ...] = tuple(METHODS)
+    """The methods in the plan (`paper.py --methods`): the rows shown and the comparisons the findings make."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,12 @@ class Stats:
     n: int
     seconds: float
     """Mean wall time per run."""
+    deterministic: bool = False
+    """One run stands for every seed (no seed noise), so its spread is known even from one run."""
+
+    @property
+    def spread_known(self) -> bool:
+        return self.n > 1 or self.deterministic
 
     def text(self) -> str:
         return f"{self.mean:.3f} ± {self.std:.3f} ({self.n} seeds)" if self.n > 1 else f"{self.mean:.3f} (1 run)"
@@ -76,7 +84,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[tuple[str, str], Stats]:
     for key, values in groups.items():
         scores = [score for score, _ in values]
         spread = stdev(scores) if len(scores) > 1 else 0.0
-        stats[key] = Stats(mean(scores), spread, len(scores), mean(seconds for _, seconds in values))
+        seconds = mean(seconds for _, seconds in values)
+        stats[key] = Stats(mean(scores), spread, len(scores), seconds, METHODS[key[1]].deterministic)
     return stats
 
 
@@ -88,7 +97,7 @@ def _label(method: str, report: Report) -> str:
 
 def _rows(report: Report) -> list[str]:
     tasks = {DATASETS[name].task for name in report.budget.datasets}
-    return [key for key, method in METHODS.items() if method.task in tasks]
+    return [key for key, method in METHODS.items() if method.task in tasks and key in report.methods]
 
 
 def _column(name: str, report: Report) -> str:
@@ -115,14 +124,27 @@ def tables(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
     return [*scores, "", "Wall time per run (seconds, mean over its runs):", "", *times]
 
 
+def _claim(claim: str, ls: Stats, others: list[tuple[str, str, Stats | None]]) -> str:
+    """ "(1) LS beats A and B: verdict — numbers.", over the rows (title, short name, stats) in the plan
+    (stats None: not in it)."""
+    present = [(title, short, stats) for title, short, stats in others if stats is not None]
+    text = f"({claim}) LS beats {' and '.join(title for title, _, _ in present)}"
+    if not present:
+        return f"({claim}): none of its rows is in this run's methods."
+    verdict, numbers = _compare(ls, [(short, stats) for _, short, stats in present])
+    return f"{text}: {verdict} — {numbers}."
+
+
 def _compare(ls: Stats, others: list[tuple[str, Stats]]) -> tuple[str, str]:
     """A plain verdict (LS ahead of every other row, and whether by more than the seed noise) and the
-    numbers behind it."""
-    parts, ahead, clear, noise_known = [], [], [], False
+    numbers behind it. Seed noise is estimated only where both rows' spreads are known (several seeds, or a
+    deterministic row): a stochastic row with one run has none, and the verdict says so."""
+    parts, ahead, clear, unknown = [], [], [], []
     for name, other in others:
         diff = 100 * (ls.mean - other.mean)
-        noise = 100 * hypot(ls.std, other.std) if max(ls.n, other.n) > 1 else None
-        noise_known |= noise is not None
+        noise = 100 * hypot(ls.std, other.std) if ls.spread_known and other.spread_known else None
+        if noise is None:
+            unknown.append(name)
         note = "" if noise is None else (", beyond seed noise" if abs(diff) > noise else ", within seed noise")
         parts.append(f"{name} {other.text()} ({diff:+.1f} points{note})")
         ahead.append(diff > 0)
@@ -133,8 +155,8 @@ def _compare(ls: Stats, others: list[tuple[str, Stats]]) -> tuple[str, str]:
         verdict = "**yes**"
     else:
         verdict = "**yes, but not beyond seed noise**"
-    if not noise_known:
-        verdict += " (single runs: no noise estimate)"
+    if unknown:
+        verdict += f" (single runs: no noise estimate against {' and '.join(unknown)})"
     return verdict, ", ".join(parts)
 
 
@@ -148,14 +170,21 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
         if missing:
             lines.append(f"- **{title}**: not yet run: {', '.join(missing)}; no finding.")
             continue
+        if primary not in needed:
+            lines.append(f"- **{title}**: {_label(primary, report)} is not in this run's methods; no finding.")
+            continue
         ls = stats[name, primary]
         metric = METRIC_TITLE[METRIC[data.task]]
         head = f"- **{title}** ({metric} on {data.reported}; LS = {_label(primary, report)}, {ls.text()}):"
         if data.task == "sequence":
-            verdict, numbers = _compare(ls, [("zero-shot", stats[name, "zero-shot"]), ("SFT", stats[name, "sft"])])
-            claims = [f"(1) LS beats zero-shot and SFT: {verdict} — {numbers}."]
-            verdict, numbers = _compare(ls, [("TF-IDF", stats[name, "tfidf"]), ("official", stats[name, "official"])])
-            claims.append(f"(3) LS beats TF-IDF and the official recipe: {verdict} — {numbers}.")
+            row = {method: stats.get((name, method)) for method in ("zero-shot", "sft", "tfidf", "official")}
+            claims = [
+                _claim("1", ls, [("zero-shot", "zero-shot", row["zero-shot"]), ("SFT", "SFT", row["sft"])]),
+                _claim("3", ls, [("TF-IDF", "TF-IDF", row["tfidf"]),
+                                 ("the official recipe", "official", row["official"])]),
+            ]  # fmt: skip
+        elif len(needed) < len([m for m in METHODS.values() if m.task == "token"]):
+            claims = ["the token task's findings need all of its rows in the run's methods."]
         else:
             claims = [f"(1) LS beats zero-shot and SFT: not measured ({NOT_RUN['zero-shot']})."]
             verdict, numbers = _compare(stats[name, "ls-bidir"], [("causal", stats[name, "ls-causal"])])

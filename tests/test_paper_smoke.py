@@ -34,6 +34,36 @@ def test_parse_label_reads_the_first_label_named_and_prefers_the_longer_name():
     assert parse_label("Sci/Tech", ["World", "Sports", "Business", "Sci/Tech"]) == 3
 
 
+def test_findings_call_a_lead_noise_only_against_rows_whose_spread_is_known():
+    """A stochastic row with one run has no seed-noise estimate (its spread is unknown, not zero); a
+    deterministic row's single run is its whole spread."""
+    from benchmarks.paper_report import Stats, _compare
+
+    ls = Stats(0.857, 0.0, 2, 1.0)
+    verdict, numbers = _compare(ls, [("SFT", Stats(0.850, 0.0, 1, 1.0))])
+    assert verdict == "**yes** (single runs: no noise estimate against SFT)"
+    assert "within seed noise" not in numbers and "beyond seed noise" not in numbers
+    verdict, numbers = _compare(ls, [("TF-IDF", Stats(0.590, 0.0, 1, 1.0, deterministic=True))])
+    assert verdict == "**yes**" and "beyond seed noise" in numbers
+    noisy = Stats(0.86, 0.02, 3, 1.0)
+    verdict, _ = _compare(noisy, [("SFT", Stats(0.85, 0.02, 3, 1.0))])
+    assert verdict == "**yes, but not beyond seed noise**"
+    verdict, _ = _compare(noisy, [("SFT", Stats(0.90, 0.01, 3, 1.0))])
+    assert verdict == "**no**"
+
+
+def test_a_report_of_some_methods_shows_and_compares_only_those():
+    from benchmarks.paper_plan import FULL
+    from benchmarks.paper_report import Report, Stats, _claim, _rows
+
+    report = Report("cmd", "machine", "day", "model", FULL, {}, [], 0.0, 0, 15, ("ls-causal-last", "sft", "tfidf"))
+    assert set(_rows(report)) == {"ls-causal-last", "sft", "tfidf"}
+    ls, sft = Stats(0.86, 0.01, 3, 1.0), Stats(0.80, 0.01, 3, 1.0)
+    claim = _claim("1", ls, [("zero-shot", "zero-shot", None), ("SFT", "SFT", sft)])
+    assert claim.startswith("(1) LS beats SFT: **yes**")
+    assert _claim("3", ls, [("TF-IDF", "TF-IDF", None)]) == "(3): none of its rows is in this run's methods."
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_paper_smoke_run_writes_table_chart_and_one_json_per_run_then_resumes(tmp_path: Path):
