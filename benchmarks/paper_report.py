@@ -6,6 +6,7 @@ re-render after more (or different) runs cannot leave a stale claim behind.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -100,14 +101,44 @@ def _rows(report: Report) -> list[str]:
     return [key for key, method in METHODS.items() if method.task in tasks and key in report.methods]
 
 
+def _majority(name: str, report: Report) -> float | None:
+    """What always answering the most frequent label scores on the reported split: the floor of "learned"."""
+    data = report.data[name]
+    if data.task != "sequence":
+        return None
+    rows = data.examples(data.reported)
+    return Counter(e.label for e in rows).most_common(1)[0][1] / len(rows)
+
+
 def _column(name: str, report: Report) -> str:
     data = report.data[name]
     metric = METRIC_TITLE[METRIC[data.task]]
-    rows = data.examples(data.reported)
-    head = f"{DATASETS[name].title}<br>{metric}, {data.reported}, n={len(rows)}"
-    if data.task == "sequence":  # what always answering the most frequent label scores: the floor of "learned"
-        head += f", majority class {Counter(e.label for e in rows).most_common(1)[0][1] / len(rows):.3f}"
-    return head
+    head = f"{DATASETS[name].title}<br>{metric}, {data.reported}, n={len(data.examples(data.reported))}"
+    majority = _majority(name, report)
+    return head if majority is None else head + f", majority class {majority:.3f}"
+
+
+def summary(report: Report, stats: dict[tuple[str, str], Stats]) -> dict[str, Any]:
+    """The report's figures as data (`name`.json), for what quotes them (scripts/readme_tables.py)."""
+    datasets = {
+        name: {
+            "title": DATASETS[name].title,
+            "metric": METRIC[report.data[name].task],
+            "reported_split": report.data[name].reported,
+            "n": len(report.data[name].examples(report.data[name].reported)),
+            "majority_class": _majority(name, report),
+        }
+        for name in report.budget.datasets
+    }
+    cells = [
+        {"dataset": name, "method": method, "label": _label(method, report), **vars(cell)}
+        for (name, method), cell in sorted(stats.items())
+    ]
+    return {
+        "command": report.command, "machine": report.machine, "date": report.day, "model": report.model,
+        "rows": report.budget.rows, "eval_rows": report.budget.eval_rows, "seeds": report.budget.seed_list,
+        "planned": report.planned, "finished": len(report.records), "datasets": datasets, "cells": cells,
+    }  # fmt: skip
 
 
 def tables(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
@@ -334,5 +365,6 @@ def write_report(results_dir: Path, report: Report, name: str = "paper") -> str:
     text = "\n".join(lines)
     results_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results_dir / f"{name}.md", text)
+    atomic_write_text(results_dir / f"{name}.json", json.dumps(summary(report, stats), indent=2) + "\n")
     chart(report, stats, results_dir / f"{name}.png")
     return text

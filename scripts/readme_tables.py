@@ -5,8 +5,9 @@
 Every block of README.md and docs/*.md between `<!-- include: PATH -->` and `<!-- /include -->` is
 replaced by the current contents of PATH (a Markdown file a benchmark wrote); `<!-- include: PATH
 demote=N -->` adds N levels to each of its headings, so that a report's own title fits under the
-page's. First, `benchmarks/results/headline.md` (the README's results table) is rendered from the
-benchmarks' JSON records. `--check` changes nothing and exits 1 if a block or the headline table
+page's. First, `benchmarks/results/headline.md` (the README's results table) and
+`headline_paper.md` (the paper suite with today's defaults: LS against SFT and TF-IDF) are rendered
+from the benchmarks' JSON records. `--check` changes nothing and exits 1 if a block or the headline table
 differs from what the records say.
 """
 
@@ -22,6 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 HEADLINE = RESULTS / "headline.md"
+PAPER_HEADLINE = RESULTS / "headline_paper.md"
+PAPER_DEFAULTS = RESULTS / "paper_defaults.json"
+PAPER_COLUMNS = {"ls-causal-last": "LS (defaults)", "sft": "instruction SFT", "tfidf": "TF-IDF"}
 BLOCK = re.compile(
     r"(<!-- include: (?P<path>\S+)(?: demote=(?P<demote>\d))? -->\n)(?P<body>.*?)(<!-- /include -->)", re.DOTALL
 )
@@ -139,16 +143,57 @@ def headline() -> str:
     return header + "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
+def paper_cell(cell: dict | None, best: float) -> str:
+    if cell is None:
+        return "—"
+    figure = f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["n"] > 1 else "")
+    return (f"**{figure}**" if cell["mean"] == best else figure) + f" ({cell['n']})"
+
+
+def paper_headline(record: dict) -> str:
+    """The paper suite with today's defaults (benchmarks/paper.py --recipe defaults): per data set, LS
+    against instruction SFT and TF-IDF, mean ± std over seeds, the best mean in bold."""
+    cells = {(c["dataset"], c["method"]): c for c in record["cells"]}
+    partial = record["finished"] < record["planned"]
+    lines = [
+        f"`{record['command']}` — {record['machine']}, {record['date']}; {record['rows']:,} training rows per data "
+        f"set; seeds {', '.join(map(str, record['seeds']))}"
+        + (f"; **partial: {record['finished']} of {record['planned']} runs**" if partial else "")
+        + ". The same rows, optimizer steps and LoRA for LS and SFT.",
+        "",
+        "| data set | " + " | ".join(PAPER_COLUMNS.values()) + " | majority class |",
+        "| --- |" + " ---: |" * (len(PAPER_COLUMNS) + 1),
+    ]
+    for name, data in record["datasets"].items():
+        found = {m: cells[name, m] for m in PAPER_COLUMNS if (name, m) in cells}
+        if not found or data["majority_class"] is None:
+            continue
+        best = max(c["mean"] for c in found.values())
+        head = f"{data['title']} ({data['metric']}, {data['reported_split']}, n={data['n']})"
+        row = [head, *(paper_cell(found.get(m), best) for m in PAPER_COLUMNS), f"{data['majority_class']:.3f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "(n): runs (seeds) behind each figure."]
+    return "\n".join(lines) + "\n"
+
+
+def generated() -> dict[Path, str]:
+    """The tables this script renders from JSON records, by the file they go to."""
+    files = {HEADLINE: headline()}
+    if PAPER_DEFAULTS.is_file():
+        files[PAPER_HEADLINE] = paper_headline(json.loads(PAPER_DEFAULTS.read_text()))
+    return files
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the README or docs/ are out of date")
     args = parser.parse_args()
     stale = []
-    table = headline()
-    if not HEADLINE.is_file() or HEADLINE.read_text() != table:
-        stale.append(str(HEADLINE.relative_to(REPO)))
-        if not args.check:
-            HEADLINE.write_text(table)
+    for path, table in generated().items():
+        if not path.is_file() or path.read_text() != table:
+            stale.append(str(path.relative_to(REPO)))
+            if not args.check:
+                path.write_text(table)
     for path in pages():
         before = path.read_text()
         after = render(before, str(path.relative_to(REPO)))

@@ -165,6 +165,30 @@ def test_headline_table_is_computed_from_the_benchmark_records():
     assert "<!-- include: benchmarks/results/headline.md -->" in (REPO / "README.md").read_text()
 
 
+def test_paper_comparison_table_bolds_the_best_mean_and_says_when_runs_are_missing():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from readme_tables import paper_headline
+
+    def cell(dataset: str, method: str, mean: float, n: int) -> dict:
+        return {"dataset": dataset, "method": method, "mean": mean, "std": 0.01 if n > 1 else 0.0, "n": n}
+
+    sst2 = {"title": "SST-2", "metric": "accuracy", "reported_split": "validation", "n": 300, "majority_class": 0.55}
+    conll = {**sst2, "title": "CoNLL-2003", "metric": "f1", "majority_class": None}
+    record = {
+        "command": "python benchmarks/paper.py --recipe defaults", "machine": "m", "date": "d", "rows": 300,
+        "seeds": [42, 43, 44], "planned": 9, "finished": 8, "datasets": {"sst2": sst2, "conll2003": conll},
+        "cells": [cell("sst2", "ls-causal-last", 0.86, 3), cell("sst2", "sft", 0.85, 2),
+                  cell("sst2", "tfidf", 0.59, 1), cell("conll2003", "ls-bidir", 0.8, 3)],
+    }  # fmt: skip
+    table = paper_headline(record)
+    row = "| SST-2 (accuracy, validation, n=300) | **0.860 ± 0.010** (3) | 0.850 ± 0.010 (2) | 0.590 (1) | 0.550 |"
+    assert row in table
+    assert "partial: 8 of 9 runs" in table
+    assert "CoNLL" not in table  # the token task has no row in a sentence comparison
+    del record["cells"][1]
+    assert "| 0.590 (1) |" in paper_headline(record) and "| — |" in paper_headline(record)
+
+
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_small_data_scores_the_label_word_head_at_step_0_and_resumes_from_its_cache(tmp_path: Path):
     command = [sys.executable, "-m", "benchmarks", "small_data", "--model", "tiny-random", "--datasets", "sst2"]
