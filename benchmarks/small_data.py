@@ -1,5 +1,8 @@
 """Small data: each lever alone and together (the head that starts from the label words, the step floor,
-a generic template, the head's own learning rate) against the paper's recipe, seed by seed.
+a generic template, the head's own learning rate) against the paper's recipe, seed by seed; and the
+label-word head on labels that are codes (`codes`: each label described as its index, "0", "1", ...,
+which is what a data set of integer labels gives the head) against the random head, so that a data set
+without label words is seen not to lose by the default.
 
     python -m benchmarks small_data [--datasets sst2 ...] [--rows 300 ...] [--seeds 0 1 2]
                                     [--variants random names ...] [--eval-rows 300] [--model NAME]
@@ -18,10 +21,12 @@ import json
 import statistics
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 from benchmarks.record import CACHE, Record, parser
-from lsllama.config import TrainConfig
+from lsllama.config import TrainConfig, build_config
+from lsllama.data.dataset import resolve_labels
 
 GENERIC_TEMPLATE = "{text}\\nQuestion: {labels}?\\nAnswer:"
 """A template that names no data set (typed as on the command line: `\\n` is a newline)."""
@@ -42,6 +47,8 @@ VARIANTS = {
     ),
 }
 """Variant key: (label, `lsllama train` flags); the package defaults otherwise."""
+VARIANTS["codes"] = (f"label-word head on codes (labels named '0', '1', ...), {FLOOR}", [])
+"""Its flags depend on the data set's labels (`variant_flags`)."""
 TRAINING_ONLY = ("--min-steps", "--head-lr")
 """Flags that change how the head trains, not where it starts: variants that differ only in these share
 their step-0 score."""
@@ -73,8 +80,24 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} ({len(values)} seeds)"
 
 
+@cache
+def label_names(dataset: str) -> tuple[str, ...]:
+    cfg = build_config(task="sequence", overrides={"data": {"data": dataset}}).resolved()
+    return tuple(resolve_labels(cfg.data, "sequence").names)
+
+
+def variant_flags(variant: str, dataset: str) -> list[str]:
+    """`codes`: each label described by its index, as if the data set's labels were integers."""
+    if variant != "codes":
+        return VARIANTS[variant][1]
+    codes = {name: str(index) for index, name in enumerate(label_names(dataset))}
+    return ["--set", f"data.label_descriptions={json.dumps(codes)}"]
+
+
 def starting_point(variant: str) -> tuple[str, ...]:
     """The variant's flags that decide the model before training (head init, template)."""
+    if variant == "codes":
+        return ("codes",)
     flags = VARIANTS[variant][1]
     pairs = zip(flags[::2], flags[1::2], strict=True)  # every flag takes a value
     return tuple(item for flag, value in pairs if flag not in TRAINING_ONLY for item in (flag, value))
@@ -99,6 +122,7 @@ def table(runs: list[dict], datasets: list[str], sizes: list[int], variants: lis
         cells = _cells(runs, columns, sharing, "step0")
         if any(c != "—" for c in cells):
             head = "label-word head" + (", generic template" if "--template" in start else "")
+            head += " on codes" if start == ("codes",) else ""
             lines.append(f"|   {head} at step 0, before training | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -133,7 +157,8 @@ def main(argv: list[str]) -> None:
                 for seed in args.seeds:
                     folder = args.cache / args.model / f"{dataset}-{rows}-{variant}-s{seed}"
                     flags = ["--data", dataset, "--model", args.model, "--max-train-samples", str(rows)]
-                    flags += ["--max-eval-samples", str(args.eval_rows), "--seed", str(seed), *VARIANTS[variant][1]]
+                    flags += ["--max-eval-samples", str(args.eval_rows), "--seed", str(seed)]
+                    flags += variant_flags(variant, dataset)
                     run = {"dataset": dataset, "rows": rows, "variant": variant, "seed": seed}
                     run.update(run_once(folder, flags))
                     print(json.dumps(run), flush=True)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from benchmarks.profile_step import BREAKDOWN_ORDER, INFERENCE_SWEEP, SHAPES, SWEEP, half_peak_bound, op_category
 
 from lsllama.config import ModelConfig
@@ -192,7 +193,7 @@ def test_paper_comparison_table_bolds_the_best_mean_and_says_when_runs_are_missi
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_small_data_scores_the_label_word_head_at_step_0_and_resumes_from_its_cache(tmp_path: Path):
     command = [sys.executable, "-m", "benchmarks", "small_data", "--model", "tiny-random", "--datasets", "sst2"]
-    command += ["--rows", "24", "--eval-rows", "16", "--seeds", "1", "--variants", "names-1epoch", "random"]
+    command += ["--rows", "24", "--eval-rows", "16", "--seeds", "1", "--variants", "names-1epoch", "random", "codes"]
     command += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -201,6 +202,14 @@ def test_small_data_scores_the_label_word_head_at_step_0_and_resumes_from_its_ca
     assert names["step0"] is not None and [step for step, _ in names["curve"]] == [0, 2]  # 24 rows: 2 steps
     assert random["step0"] is None and [step for step, _ in random["curve"]] == [2]  # 1 epoch: --min-steps 0
     assert "label-word head, 1 epoch" in (tmp_path / "out" / "small_data.md").read_text()
+    # codes: the head starts from the words "0" and "1", as it would for a data set of integer labels
+    codes_run = tmp_path / "cache" / "tiny-random" / "sst2-24-codes-s1"
+    assert yaml.safe_load((codes_run / "config.yaml").read_text())["data"]["label_descriptions"] == {
+        "negative": "0",
+        "positive": "1",
+    }
+    assert runs["codes"]["step0"] is not None and runs["codes"]["steps"] == 100  # the default step floor
+    assert "label-word head on codes at step 0" in (tmp_path / "out" / "small_data.md").read_text()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 0
     assert (
@@ -222,6 +231,7 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
             ("names", 0.6),
             ("names+headlr", 0.6),
             ("names+template", 0.7),
+            ("codes", 0.5),
         )
         for seed in (0, 1)
     ]
@@ -230,6 +240,7 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
     assert step0 == [
         "|   label-word head at step 0, before training | 0.600 ± 0.000 (2 seeds) |",
         "|   label-word head, generic template at step 0, before training | 0.700 ± 0.000 (2 seeds) |",
+        "|   label-word head on codes at step 0, before training | 0.500 ± 0.000 (2 seeds) |",
     ]
     assert lines.index(step0[0]) == lines.index(f"| {VARIANTS['names-1epoch'][0]} | 0.800 ± 0.000 (2 seeds) |") + 1
     assert f"| {VARIANTS['random+template'][0]} | — |" in lines  # not run: shown as missing
