@@ -5,6 +5,7 @@
     python -m benchmarks profile_step --shapes [--rows 600] [--model NAME] [--out DIR]
     python -m benchmarks profile_step --optimizer [--model NAME] [--out DIR]
     python -m benchmarks profile_step --breakdown [--rows 600] [--model NAME] [--out DIR]
+    python -m benchmarks profile_step --onednn [--rows 600] [--model NAME] [--out DIR]
 
 Builds the model as `lsllama train` does (same config, precision and LoRA), takes length-grouped
 SST-2 batches, and prints: seconds per optimizer step (forward, backward, clip, AdamW), RSS after each
@@ -34,6 +35,12 @@ and sums each operator's own time by category: matmuls that read a frozen weight
 attention, elementwise operators, copies and casts, views and allocation, autograd's bookkeeping, the
 optimizer (benchmarks/results/profile_breakdown.md): what the fixed cost of a step is made of.
 
+`--onednn` runs the same two steps with oneDNN's verbose log on and counts, per primitive kind, the
+primitives created (cache misses) and executed in one step after a warm-up step, with their time
+(benchmarks/results/profile_onednn.md): whether the frozen weights are reordered (`reorder`) or matmul
+primitives rebuilt on every call. Where the matmuls run in MKL / BLAS instead (fp32; bf16 without
+AMX or AVX512-BF16) no oneDNN primitive runs at all, and the record says so.
+
 `--optimizer` times the AdamW step alone, over the model's trainable tensors with the same gradients,
 fused (lsllama's) against foreach (benchmarks/results/profile_optimizer.md): a few milliseconds that
 whole-step timings on a shared machine cannot resolve.
@@ -42,11 +49,15 @@ whole-step timings on a shared machine cannot resolve.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import os
 import statistics
+import sys
+import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -523,6 +534,80 @@ def breakdown(model: str, rows: int, started: record.Record) -> tuple[dict, str]
     return figures, "\n".join(lines) + "\n"
 
 
+def onednn_verbose(run: Any) -> str:
+    """oneDNN's verbose log of `run()`: the library prints it to the C stdout, which is sent to a file for
+    the call (C stdio flushed before the descriptor is restored)."""
+    libc = ctypes.CDLL(None)
+    with tempfile.TemporaryFile() as log:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(log.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON_CREATION):
+                run()
+        finally:
+            libc.fflush(None)
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        return log.read().decode(errors="replace")
+
+
+def count_primitives(log: str) -> dict[str, dict[str, float]]:
+    """Per primitive kind (matmul, reorder, ...): primitives created (cache misses), executed, and the
+    milliseconds of the executions, from oneDNN verbose lines
+    (`onednn_verbose[,v1,primitive],exec|create:cache_miss,cpu,KIND,impl,...,ms`)."""
+    kinds: dict[str, dict[str, float]] = defaultdict(lambda: {"created": 0, "executed": 0, "ms": 0.0})
+    for line in log.splitlines():
+        fields = line.strip().split(",")
+        if not fields[0].endswith("onednn_verbose"):
+            continue
+        action = next((i for i, f in enumerate(fields) if f == "exec" or f.startswith("create:cache_miss")), None)
+        if action is None or action + 2 >= len(fields):
+            continue
+        kind = kinds[fields[action + 2]]
+        if fields[action] == "exec":
+            kind["executed"] += 1
+            with contextlib.suppress(ValueError):  # a line without a time
+                kind["ms"] += float(fields[-1])
+        else:
+            kind["created"] += 1
+    return dict(kinds)
+
+
+def onednn(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
+    """The oneDNN primitives of one training step of each breakdown shape, after a warm-up step of it."""
+    bench = Bench.build(model, rows, {})
+    dtype = modeling.resolve_dtype(bench.cfg.model.precision, torch.device("cpu"))
+    steps = []
+    for n, width in BREAKDOWN_SHAPES:
+        batch = _rows_of_width(bench, n, width)
+        bench.step(batch)
+        log = onednn_verbose(lambda batch=batch: bench.step(batch))
+        steps.append({"rows": n, "width": width, "kinds": count_primitives(log)})
+    lines = [
+        started.header(
+            f"{model}, precision {bench.cfg.model.precision} ({dtype}); oneDNN primitives of one training step "
+            "after a warm-up step of the same shape (verbose log)."
+        ),
+    ]
+    if any(step["kinds"] for step in steps):
+        lines += ["", "| step | primitive kind | created (cache misses) | executed | ms executing |"]
+        lines.append("| --- | --- | ---: | ---: | ---: |")
+    for step in steps:
+        shape = f"{step['rows']} x {step['width']}"
+        for kind, c in sorted(step["kinds"].items()):
+            lines.append(f"| {shape} | {kind} | {c['created']:.0f} | {c['executed']:.0f} | {c['ms']:.1f} |")
+    if not any(step["kinds"] for step in steps):
+        lines += [
+            "",
+            "No oneDNN primitive ran in these steps: the matmuls ran in MKL / BLAS kernels (fp32, or bf16 on a CPU "
+            "without AMX or AVX512-BF16), so no frozen weight is reordered and no primitive is rebuilt per call.",
+        ]
+    figures = {"model": model, "precision": bench.cfg.model.precision, "dtype": str(dtype), "steps": steps}
+    return figures, "\n".join(lines) + "\n"
+
+
 def _rows_of_width(bench: Bench, n: int, width: int) -> list[int]:
     batch = [
         i for i, item in enumerate(bench.items) if batching.padded_length(item.n_tokens, batching.PAD_MULTIPLE) == width
@@ -575,6 +660,7 @@ def main(argv: list[str]) -> None:
     modes.add_argument("--shapes", action="store_true", help="seconds per step against batch size: fixed cost")
     modes.add_argument("--optimizer", action="store_true", help="the AdamW step alone: fused vs foreach")
     modes.add_argument("--breakdown", action="store_true", help="one step's time by category: the fixed cost")
+    modes.add_argument("--onednn", action="store_true", help="oneDNN primitives created and run in one step")
     args = parser.parse_args(argv)
     started = record.Record.start(__name__, argv)
     if args.sweep:
@@ -583,6 +669,8 @@ def main(argv: list[str]) -> None:
         started.write("profile_shapes", *shapes(args.model, args.rows, started), args.out)
     elif args.breakdown:
         started.write("profile_breakdown", *breakdown(args.model, args.rows, started), args.out)
+    elif args.onednn:
+        started.write("profile_onednn", *onednn(args.model, args.rows, started), args.out)
     elif args.optimizer:
         started.write("profile_optimizer", *optimizer_steps(args.model, started), args.out)
     else:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from benchmarks.profile_step import BREAKDOWN_ORDER, INFERENCE_SWEEP, SHAPES, SWEEP, half_peak_bound, op_category
 
@@ -367,6 +368,28 @@ def test_profile_breakdown_sums_a_step_by_category(tmp_path: Path):
         assert parts == pytest.approx(float(rows["whole step"][column]), abs=0.005)  # cells rounded to ms
     assert int(rows["matmuls with frozen weights"][1]) > 0 and int(rows["LoRA matmuls"][1]) > 0  # calls
     assert float(rows["whole step"][2]) > float(rows["whole step"][0]) * 0.9  # 16 rows cost no less than one
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_onednn_log_counts_primitives_created_once_and_run_every_call():
+    from benchmarks.profile_step import count_primitives, onednn_verbose
+
+    images, weight = torch.randn(8, 3, 64, 64), torch.randn(16, 3, 3, 3)  # a convolution oneDNN runs on CPU
+    first = count_primitives(onednn_verbose(lambda: torch.nn.functional.conv2d(images, weight)))
+    again = count_primitives(onednn_verbose(lambda: torch.nn.functional.conv2d(images, weight)))
+    assert first["convolution"]["created"] == 1 and first["convolution"]["executed"] == 1
+    assert again["convolution"] == {**again["convolution"], "created": 0, "executed": 1}  # cached primitive
+    assert again["convolution"]["ms"] > 0
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_profile_onednn_records_each_steps_primitives_or_says_none_ran(tmp_path: Path):
+    text, table = profile_step("onednn", 300, tmp_path)
+    steps = json.loads((tmp_path / "profile_onednn.json").read_text())["steps"]
+    assert [(s["rows"], s["width"]) for s in steps] == [(1, 8), (16, 8)]
+    shown = [row for row in table[1:]]  # after the header: one row per step and primitive kind
+    assert len(shown) == sum(len(s["kinds"]) for s in steps)
+    assert bool(shown) != ("No oneDNN primitive ran" in text)
 
 
 def test_speed_report_states_the_memory_rule_from_the_measured_peaks():
