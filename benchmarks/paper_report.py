@@ -234,7 +234,7 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
 
 def protocol(report: Report) -> list[str]:
     by_method = {record["key"]["method"]: record["key"]["recipe"] for record in report.records}
-    lines = []
+    lines, label_word_head = [], False
     for task, method in PRIMARY_LS.items():
         if method in by_method:
             cfg = by_method[method]
@@ -243,13 +243,15 @@ def protocol(report: Report) -> list[str]:
             # Settings added after the first records are in a key only where they differ from what those ran.
             model = {"head_init": "random", **model}
             train = {"min_steps": 0, **train}
+            head = ("head_init",) if task == "sequence" else ()  # the token task's head starts random
+            label_word_head |= task == "sequence" and model["head_init"] == "label_names"
             changed = [
                 f"{key.replace('_', ' ')} {section[key]} (now {getattr(current, key)})"
                 for section, current, keys in (
                     (
                         model,
                         now.model,
-                        ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "precision", "head_init"),
+                        ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "precision", *head),
                     ),
                     (train, now.train, ("min_steps",)),
                 )
@@ -261,14 +263,15 @@ def protocol(report: Report) -> list[str]:
                 f"{model['lora_alpha']}, dropout {model['lora_dropout']} on `{model['lora_targets']}`, "
                 f"{train['epochs']:g} epoch(s), at least {train['min_steps']} steps, lr {train['learning_rate']:g}, "
                 f"batch {train['batch_size']}, max length {cfg['data']['max_length']} tokens, precision "
-                f"`{model['precision']}`, head init `{model['head_init']}`."
+                f"`{model['precision']}`"
+                + (f", head init `{model['head_init']}`." if head else ".")
                 + (f" Defaults changed since: {', '.join(changed)}." if changed else "")
             )
     lines += [
         "- Splits: " + "; ".join(_split_note(report.data[name]) for name in report.budget.datasets) + ".",
-        "- Model selection uses validation only: LS keeps its best end-of-epoch evaluation (one per epoch, "
-        "and one before training with the label-word head); "
-        f"TF-IDF picks C from {list(C_GRID)} on validation where test is reported and keeps C = {DEFAULT_C:g} where "
+        "- Model selection uses validation only: LS keeps its best end-of-epoch evaluation (one per epoch"
+        + (", and one before training with the label-word head); " if label_word_head else "); ")
+        + f"TF-IDF picks C from {list(C_GRID)} on validation where test is reported and keeps C = {DEFAULT_C:g} where "
         "validation is the reported split (choosing on it would inflate the score). Zero-shot, SFT and the "
         "official recipe have no selection step (the last weights).",
         f"- Zero-shot and SFT prompt (the model's chat template, greedy decoding): `{PROMPT!r}`. The answer's "
