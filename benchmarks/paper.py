@@ -24,7 +24,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from statistics import mean
@@ -110,6 +110,8 @@ class Context:
     device: torch.device = field(default_factory=default_device)
     pinned: dict[str, dict[str, Any]] = field(default_factory=lambda: RECIPES["recorded"])
     """Settings that override the package defaults for every run (`RECIPES`)."""
+    sft_learning_rate: float | None = None
+    """SFT's own learning rate (`--sft-learning-rate`), chosen once for all data sets; None: LS's."""
 
 
 def model_folder(model: str, cache: Path) -> str:
@@ -138,6 +140,12 @@ def sequence_defaults(ctx: Context) -> RunConfig:
     """The sequence task's defaults as the suite runs them (what SFT, zero-shot and the workload read)."""
     pinned = {section: dict(values) for section, values in ctx.pinned.items()}
     return build_config(task="sequence", overrides=pinned).resolved()
+
+
+def sft_train(ctx: Context) -> TrainConfig:
+    """What SFT trains with: LS's optimiser settings and steps, with its own learning rate where one is set."""
+    train = sequence_defaults(ctx).train
+    return train if ctx.sft_learning_rate is None else replace(train, learning_rate=ctx.sft_learning_rate)
 
 
 def ls_config(run: Run, ctx: Context) -> RunConfig:
@@ -203,7 +211,7 @@ def recipe(run: Run, ctx: Context) -> dict[str, Any]:
         if kind == "zero_shot":
             return {**prompt, "precision": sequence.model.precision}
         lora = {key: value for key, value in asdict(sequence.model).items() if key not in SFT_IGNORES}
-        return {**prompt, "lora": lora, "train": _train_settings(asdict(sequence.train))}
+        return {**prompt, "lora": lora, "train": _train_settings(asdict(sft_train(ctx)))}
     if kind == "official":
         return {"epochs": sequence.train.epochs}
     if kind == "tfidf":
@@ -257,7 +265,7 @@ def execute(run: Run, ctx: Context, workdir: Path) -> dict[str, Any]:
     else:
         train = texts(data, "train")
         metrics = instruction_sft(
-            ctx.model_path, task, train, reported, sequence.model, sequence.train, run.seed, ctx.device
+            ctx.model_path, task, train, reported, sequence.model, sft_train(ctx), run.seed, ctx.device
         )
     return {"splits": {data.reported: metrics}}
 
@@ -356,6 +364,11 @@ def parse_args() -> argparse.Namespace:
         "defaults for LS, and SFT trained for as many steps (default: recorded)",
     )
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
+    parser.add_argument(
+        "--sft-learning-rate",
+        type=float,
+        help="SFT's learning rate, one for all data sets (default: LS's); its runs get their own keys",
+    )
     parser.add_argument("--rows", type=int, help="training rows per data set (CoNLL: sentences)")
     parser.add_argument("--eval-rows", type=int, help="at most this many rows of each evaluation split")
     parser.add_argument("--seeds", type=int, help="seeds for the main rows (ablations always get one)")
@@ -396,7 +409,9 @@ def main() -> None:
     runs_dir = results_dir / "paper" / "runs"
     model_path = model_folder(args.model, cache)
     data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
-    ctx = Context(args.model, model_path, cache, data, pinned=RECIPES[args.recipe])
+    ctx = Context(
+        args.model, model_path, cache, data, pinned=RECIPES[args.recipe], sft_learning_rate=args.sft_learning_rate
+    )
     tokenizer = load_tokenizer(model_path)
     runs = [run for run in build_plan(budget) if not args.methods or run.method in args.methods]
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in runs]

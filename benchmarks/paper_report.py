@@ -276,14 +276,30 @@ def protocol(report: Report) -> list[str]:
         "official recipe have no selection step (the last weights).",
         f"- Zero-shot and SFT prompt (the model's chat template, greedy decoding): `{PROMPT!r}`. The answer's "
         "label is the first label name it contains (case-insensitive, whole words, longest name on a tie); an "
-        "answer naming no label counts as wrong. SFT: same LoRA, epochs, optimizer steps, lr, batch and data as LS, "
-        "loss on the answer tokens only.",
+        f"answer naming no label counts as wrong. SFT: same LoRA, epochs, optimizer steps, {_sft_lr(report)}batch "
+        "and data as LS, loss on the answer tokens only.",
         "- Official recipe: benchmarks/official_recipe.py (bf16 weights, LoRA r 12 on q,v, lr 1e-4, batch 8, "
         "max length 64), trained for the same number of epochs as LS.",
         "- Deterministic rows (zero-shot, TF-IDF, majority tag) run once; ablations (max pooling, layer-wise "
         "unmasking) run with the first seed.",
     ]
     return lines
+
+
+def _sft_lr(report: Report) -> str:
+    """ "lr, " where SFT trained at LS's learning rate (the sentence task's), else its own learning rate
+    (`paper.py --sft-learning-rate`)."""
+
+    def rates(chosen) -> set[float]:
+        return {
+            r["key"]["recipe"]["train"]["learning_rate"] for r in report.records if chosen(METHODS[r["key"]["method"]])
+        }
+
+    ls = rates(lambda method: method.kind == "ls" and method.task == "sequence")
+    sft = rates(lambda method: method.kind == "sft")
+    if not sft or sft <= ls:
+        return "lr, "
+    return f"its own lr {', '.join(map(str, sorted(sft)))} (LS: {', '.join(map(str, sorted(ls)))}), "
 
 
 def _split_note(data: PreparedData) -> str:

@@ -141,6 +141,29 @@ def test_the_defaults_recipe_reruns_ls_and_sft_only_under_their_own_keys(tmp_pat
     assert sequence_defaults(recorded).train.min_steps == 0 and sequence_defaults(defaults).train.min_steps == 100
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_sfts_own_learning_rate_keys_only_the_sft_runs_and_the_protocol_names_it(tmp_path: Path):
+    from benchmarks.paper import RECIPES, Context, model_folder, run_file, sft_train
+    from benchmarks.paper_plan import Budget, build_plan, prepare_data
+    from benchmarks.paper_report import Report, protocol
+
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2",))
+    data = {"sst2": prepare_data("sst2", budget.rows, budget.eval_rows, tmp_path)}
+    path = model_folder("tiny-random", tmp_path)
+    shared = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
+    own = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"], sft_learning_rate=2e-4)
+    assert sft_train(shared).learning_rate == 5e-4 and sft_train(own).learning_rate == 2e-4
+    records = []
+    for run in build_plan(budget):
+        (before, _), (after, key) = run_file(run, shared, tmp_path), run_file(run, own, tmp_path)
+        assert (before != after) == (run.method == "sft"), run.method
+        records.append({"key": key})
+    report = Report("cmd", "m", "d", "tiny-random", budget, data, records, 0.0, len(records), 1)
+    assert "SFT: same LoRA, epochs, optimizer steps, its own lr 0.0002 (LS: 0.0005), batch" in "\n".join(
+        protocol(report)
+    )
+
+
 def test_sft_makes_as_many_optimizer_steps_as_an_lsllama_run_of_its_rows(tmp_path: Path):
     """A fair race: with a step floor, SFT reads the rows for more epochs, as lsllama does."""
     import torch
