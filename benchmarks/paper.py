@@ -2,6 +2,7 @@
 
     python benchmarks/paper.py [--quick] [--recipe recorded|defaults] [--model smollm2-135m] [--rows N]
                                [--eval-rows N] [--seeds N] [--datasets NAME ...] [--methods NAME ...]
+                               [--sft-learning-rate LR]
                                [--results-dir DIR] [--cache-dir DIR] [--dry-run] [--report-only]
                                [--report-name NAME] [--calibrate]
 
@@ -377,7 +378,7 @@ def parse_args() -> argparse.Namespace:
         "--methods",
         nargs="+",
         choices=list(METHODS),
-        help="run only these methods (the report shows what is finished; default: all)",
+        help="run only these methods (default: all); the report shows every finished run of the budget and recipe",
     )
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--cache-dir", type=Path, default=HERE / "cache" / "paper")
@@ -385,7 +386,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--report-name",
         help="file name of the report under --results-dir (default: paper, --quick: paper_quick; "
-        "--recipe defaults adds _defaults)",
+        "--recipe defaults adds _defaults, --sft-learning-rate LR adds _sft_lrLR)",
     )
     parser.add_argument(
         "--calibrate", action="store_true", help="fit the time estimate's rates to the finished runs, print them"
@@ -458,6 +459,12 @@ def main() -> None:
         print(f"    done in {seconds:.0f} s", flush=True)
     if args.dry_run:
         return
+    # `--methods` chooses what to run; the report covers every finished run of this budget and recipe (the
+    # deterministic rows and the official recipe are shared between recipes), so that a run of a few methods
+    # does not replace a report of more. Its rows are the methods with a finished run.
+    full = [(run, *run_file(run, ctx, runs_dir)) for run in build_plan(budget)]
+    shown = {run.method for run, path, _ in full if path.is_file()}
+    reported = [(run, path) for run, path, _ in full if run.method in shown]
     report = Report(
         command=" ".join(["python benchmarks/paper.py", *sys.argv[1:]]),
         machine=machine(),
@@ -465,13 +472,14 @@ def main() -> None:
         model=args.model,
         budget=budget,
         data=data,
-        records=[json.loads(path.read_text()) for _, path, _ in plan if path.is_file()],
-        estimated_seconds=sum(estimates.values()),
-        planned=len(plan),
+        records=[json.loads(path.read_text()) for _, path in reported if path.is_file()],
+        estimated_seconds=sum(estimate_seconds(workload(run, ctx, tokenizer)) for run, _ in reported),
+        planned=len(reported),
         unmask_layer=half_of_layers(model_path),
-        methods=tuple(dict.fromkeys(run.method for run in runs)),
+        methods=tuple(shown),
     )
     name = ("paper_quick" if args.quick else "paper") + ("" if args.recipe == "recorded" else f"_{args.recipe}")
+    name += "" if args.sft_learning_rate is None else f"_sft_lr{args.sft_learning_rate:g}"
     print(write_report(results_dir, report, args.report_name or name))
 
 

@@ -53,7 +53,7 @@ class Report:
     unmask_layer: int
     """K of the layer-wise row (half the backbone's layers), for its label."""
     methods: tuple[str, ...] = tuple(METHODS)
-    """The methods in the plan (`paper.py --methods`): the rows shown and the comparisons the findings make."""
+    """The methods with a finished run: the rows shown and the comparisons the findings make."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def summary(report: Report, stats: dict[tuple[str, str], Stats]) -> dict[str, An
     return {
         "command": report.command, "machine": report.machine, "date": report.day, "model": report.model,
         "rows": report.budget.rows, "eval_rows": report.budget.eval_rows, "seeds": report.budget.seed_list,
-        "planned": report.planned, "finished": len(report.records), "datasets": datasets, "cells": cells,
+        "planned": report.planned, "finished": len(report.records), "methods": sorted(report.methods),
+        "datasets": datasets, "cells": cells,
     }  # fmt: skip
 
 
@@ -159,11 +160,10 @@ def _claim(claim: str, ls: Stats, others: list[tuple[str, str, Stats | None]]) -
     """ "(1) LS beats A and B: verdict — numbers.", over the rows (title, short name, stats) in the plan
     (stats None: not in it)."""
     present = [(title, short, stats) for title, short, stats in others if stats is not None]
-    text = f"({claim}) LS beats {' and '.join(title for title, _, _ in present)}"
     if not present:
-        return f"({claim}): none of its rows is in this run's methods."
+        return f"({claim}): none of its rows has run."
     verdict, numbers = _compare(ls, [(short, stats) for _, short, stats in present])
-    return f"{text}: {verdict} — {numbers}."
+    return f"({claim}) LS beats {' and '.join(title for title, _, _ in present)}: {verdict} — {numbers}."
 
 
 def _compare(ls: Stats, others: list[tuple[str, Stats]]) -> tuple[str, str]:
@@ -202,7 +202,7 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
             lines.append(f"- **{title}**: not yet run: {', '.join(missing)}; no finding.")
             continue
         if primary not in needed:
-            lines.append(f"- **{title}**: {_label(primary, report)} is not in this run's methods; no finding.")
+            lines.append(f"- **{title}**: {_label(primary, report)} has not run; no finding.")
             continue
         ls = stats[name, primary]
         metric = METRIC_TITLE[METRIC[data.task]]
@@ -215,7 +215,7 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
                                  ("the official recipe", "official", row["official"])]),
             ]  # fmt: skip
         elif len(needed) < len([m for m in METHODS.values() if m.task == "token"]):
-            claims = ["the token task's findings need all of its rows in the run's methods."]
+            claims = ["the token task's findings need all of its rows to have run."]
         else:
             claims = [f"(1) LS beats zero-shot and SFT: not measured ({NOT_RUN['zero-shot']})."]
             verdict, numbers = _compare(stats[name, "ls-bidir"], [("causal", stats[name, "ls-causal"])])
@@ -299,7 +299,8 @@ def _sft_lr(report: Report) -> str:
     sft = rates(lambda method: method.kind == "sft")
     if not sft or sft <= ls:
         return "lr, "
-    return f"its own lr {', '.join(map(str, sorted(sft)))} (LS: {', '.join(map(str, sorted(ls)))}), "
+    own = f"its own lr {', '.join(f'{lr:g}' for lr in sorted(sft))}"
+    return own + (f" (LS: {', '.join(f'{lr:g}' for lr in sorted(ls))}), " if ls else ", ")
 
 
 def _split_note(data: PreparedData) -> str:

@@ -47,7 +47,7 @@ VARIANTS = {
     ),
 }
 """Variant key: (label, `lsllama train` flags); the package defaults otherwise."""
-VARIANTS["codes"] = (f"label-word head on codes (labels named '0', '1', ...), {FLOOR}", [])
+VARIANTS["codes"] = (f"label-word head on codes (labels described as '0', '1', ...), {FLOOR}", [])
 """Its flags depend on the data set's labels (`variant_flags`)."""
 TRAINING_ONLY = ("--min-steps", "--head-lr")
 """Flags that change how the head trains, not where it starts: variants that differ only in these share

@@ -143,16 +143,16 @@ def headline() -> str:
     return header + "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
-def paper_cell(cell: dict | None, best: float) -> str:
+def paper_cell(cell: dict | None) -> str:
     if cell is None:
         return "—"
-    figure = f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["n"] > 1 else "")
-    return (f"**{figure}**" if cell["mean"] == best else figure) + f" ({cell['n']})"
+    return f"{cell['mean']:.3f}" + (f" ± {cell['std']:.3f}" if cell["n"] > 1 else "") + f" ({cell['n']})"
 
 
 def paper_headline(record: dict) -> str:
     """The paper suite with today's defaults (benchmarks/paper.py --recipe defaults): per data set, LS
-    against instruction SFT and TF-IDF, mean ± std over seeds, the best mean in bold."""
+    against instruction SFT and TF-IDF, mean ± std over seeds (whether a lead is beyond seed noise is the
+    report's findings' to say, not a bold figure's)."""
     cells = {(c["dataset"], c["method"]): c for c in record["cells"]}
     partial = record["finished"] < record["planned"]
     lines = [
@@ -168,9 +168,8 @@ def paper_headline(record: dict) -> str:
         found = {m: cells[name, m] for m in PAPER_COLUMNS if (name, m) in cells}
         if not found or data["majority_class"] is None:
             continue
-        best = max(c["mean"] for c in found.values())
         head = f"{data['title']} ({data['metric']}, {data['reported_split']}, n={data['n']})"
-        row = [head, *(paper_cell(found.get(m), best) for m in PAPER_COLUMNS), f"{data['majority_class']:.3f}"]
+        row = [head, *(paper_cell(found.get(m)) for m in PAPER_COLUMNS), f"{data['majority_class']:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "(n): runs (seeds) behind each figure."]
     return "\n".join(lines) + "\n"
