@@ -41,6 +41,10 @@ VARIANTS = {
     "names": (f"label-word head, {FLOOR} (default)", []),
     "names+template": (f"label-word head, generic template, {FLOOR}", ["--template", GENERIC_TEMPLATE]),
     "names+headlr": (f"label-word head, head lr {HEAD_LR:g} (5x), {FLOOR}", ["--head-lr", f"{HEAD_LR:g}"]),
+    "names+floor2x": (
+        f"label-word head, at least {2 * TrainConfig.min_steps} steps (twice the floor)",
+        ["--min-steps", str(2 * TrainConfig.min_steps)],
+    ),
     "random+template": (
         f"random head, generic template, {FLOOR}",
         ["--head-init", "random", "--template", GENERIC_TEMPLATE],
