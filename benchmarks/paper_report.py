@@ -181,7 +181,8 @@ def _compare(ls: Stats, others: list[tuple[str, Stats]]) -> tuple[str, str]:
         ahead.append(diff > 0)
         clear.append(noise is None or abs(diff) > noise)
     if not all(ahead):
-        verdict = "**no**"
+        behind_clearly = any(not a and c for a, c in zip(ahead, clear, strict=True))
+        verdict = "**no**" if behind_clearly else "**no, but not beyond seed noise**"
     elif all(clear):
         verdict = "**yes**"
     else:

@@ -50,6 +50,8 @@ def test_findings_call_a_lead_noise_only_against_rows_whose_spread_is_known():
     assert verdict == "**yes, but not beyond seed noise**"
     verdict, _ = _compare(noisy, [("SFT", Stats(0.90, 0.01, 3, 1.0))])
     assert verdict == "**no**"
+    verdict, _ = _compare(noisy, [("SFT", Stats(0.87, 0.02, 3, 1.0))])
+    assert verdict == "**no, but not beyond seed noise**"
 
 
 def test_a_report_of_some_methods_shows_and_compares_only_those():
