@@ -60,6 +60,7 @@ def profile_step(mode: str, rows: int, tmp_path: Path) -> tuple[str, list[list[s
     return text, [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines]
 
 
+@pytest.mark.slow  # compiles the model for its torch.compile row: over a minute of CI on two cores
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
     _, table = profile_step("sweep", 48, tmp_path)
@@ -285,6 +286,7 @@ def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["table"] == summary["table"]
 
 
+@pytest.mark.slow  # compiles the model cold: over a minute of CI on two cores
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_compile_payoff_times_both_runs_and_resumes_from_its_cache(tmp_path: Path):
     command = [sys.executable, "-m", "benchmarks", "compile_payoff", "--model", "tiny-random", "--steps", "2"]
