@@ -406,7 +406,7 @@ def half_peak_bound(fixed: float, per_token: float, token_at_peak: float, saved_
         f"padding, which keep about {tokens * saved_mb_per_token:.0f} MB of activations for the backward pass "
         f"({saved_mb_per_token * 1024:.0f} KB per token, the slope of the last column); training on CPU splits "
         f"batches into passes of at most {cap} tokens (`CPU_MICRO_BATCH_TOKENS`), about "
-        f"{cap * saved_mb_per_token:.0f} MB, to stay within the official recipe's peak RSS."
+        f"{cap * saved_mb_per_token:.0f} MB, to keep peak RSS within 1.5x the official recipe's."
     )
 
 

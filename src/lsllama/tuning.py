@@ -16,13 +16,16 @@ SST-2 is markedly faster, at the same accuracy (`benchmarks/profile_step.py --sw
 keep the flash kernel, which never holds the (width x width) attention weights, and so does inference
 (no backward pass). sdpa only; accelerators are untouched. Used by lsllama.modeling.model."""
 
-CPU_MICRO_BATCH_TOKENS = 384
+CPU_MICRO_BATCH_TOKENS = 1024
 """On CPU, a training batch of more padded tokens than this (per process) runs as several
 micro-batches, with the same gradients (the loss is always divided by the whole batch's targets).
-The activations of the widest batches, and the heap blocks of many sizes they leave behind, set a
-run's peak RSS; capping them (with `PAD_MULTIPLE` 8) is what first brought lsllama's level with the
-official recipe's (`benchmarks/speed.py`), while batches of typical sentences (16 x 24 tokens) still run
-whole. On GPUs a batch is split only on out-of-memory. Used by lsllama.training.loop."""
+Every pass also pays a fixed cost, mostly streaming the frozen weights through the matmuls forward and
+backward (benchmarks/results/profile_breakdown.md), so fewer, longer passes train faster; but each
+token keeps its activations until backward (about 0.8 MB for the default model:
+benchmarks/results/profile_shapes.md), and the widest batches set a run's peak RSS. 1024 tokens (about
+850 MB of activations) runs every batch of 16 SST-2 sentences whole and keeps lsllama's peak RSS within
+1.5x the official recipe's (`benchmarks/speed.py` reports both; the cap was 384 while the target was
+1x). On GPUs a batch is split only on out-of-memory. Used by lsllama.training.loop."""
 
 CPU_BATCH_TOKENS = 512
 """On CPU an inference batch also stops at this many padded tokens: there a batch whose activations stay
