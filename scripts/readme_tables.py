@@ -93,6 +93,16 @@ def speed_head(speed: dict) -> str:
     return "with the paper's random head, then the default" if head == "random" else f"head init {head}"
 
 
+def ner_cell(entry: dict) -> str:
+    """Validation / test span F1, mean ± std over the seeds the NER record ran."""
+
+    def cell(key: str) -> str:
+        std = entry[f"{key}_std"]
+        return f"{entry[f'{key}_mean']:.3f}" + ("" if std is None else f" ± {std:.3f}")
+
+    return f"{cell('validation_f1')} / {cell('test_f1')} ({len(entry['seeds'])} seeds)"
+
+
 def headline() -> str:
     """The README's results table: the default model against the official recipe, from the JSON records
     of benchmarks/main_job.py, benchmarks/speed.py --quick and benchmarks/ner.py."""
@@ -100,7 +110,7 @@ def headline() -> str:
     seeds = RESULTS / "sst2_2000" / "small_data.json"
     over_seeds = f"; {seeds_mean_std(json.loads(seeds.read_text()))}" if seeds.is_file() else ""
     speed = json.loads((RESULTS / "speed_quick.json").read_text())
-    ner = {row["variant"]: row for row in json.loads((RESULTS / "ner.json").read_text())["rows"]}
+    ner = {entry["variant"]: entry for entry in json.loads((RESULTS / "ner.json").read_text())["summary"]}
     bi, causal = ner["bidirectional"], ner["causal"]
     rows = [
         (
@@ -125,9 +135,8 @@ def headline() -> str:
             "[speed_quick.md](benchmarks/results/speed_quick.md)",
         ),
         (
-            "CoNLL-2003, 2,000 training sentences, 3 epochs: span F1, validation / test",
-            f"**{bi['validation_f1']:.3f} / {bi['test_f1']:.3f}** (LS-unLLaMA); causal "
-            f"{causal['validation_f1']:.3f} / {causal['test_f1']:.3f}",
+            "CoNLL-2003, 2,000 training sentences, 3 epochs: span F1, validation / test, mean ± std over seeds",
+            f"**{ner_cell(bi)}** (LS-unLLaMA); causal {ner_cell(causal)}",
             "not run (the benchmark reproduces its sequence script)",
             "[ner.md](benchmarks/results/ner.md)",
         ),

@@ -428,3 +428,22 @@ def test_time_to_accuracy_reports_the_first_evaluation_at_the_target_and_says_wh
     assert "| official recipe | 900 | 0.900 | 900 |" in report(
         summary, record.Record.start("benchmarks.time_to_accuracy", [])
     )
+
+
+def test_ner_summary_gives_each_variant_its_mean_and_spread_over_seeds():
+    from benchmarks.ner import summarize, table
+
+    def run(variant: str, seed: int, validation: float, test: float) -> dict:
+        per_type = {"PER": test, "ORG": test, "LOC": test, "MISC": test}
+        return {"variant": variant, "seed": seed, "validation_f1": validation, "test_f1": test,
+                "test_per_type_f1": per_type, "train_seconds": 100.0 + seed}  # fmt: skip
+
+    rows = [run("bidirectional", 42, 0.86, 0.83), run("bidirectional", 43, 0.74, 0.71), run("causal", 42, 0.64, 0.62)]
+    summary = summarize(rows, ["bidirectional", "causal", "layerwise"])
+    assert [s["variant"] for s in summary] == ["bidirectional", "causal"]  # no runs, no row
+    bi, causal = summary
+    assert bi["seeds"] == [42, 43] and bi["validation_f1_mean"] == pytest.approx(0.80)
+    assert bi["validation_f1_std"] == pytest.approx(0.0848528, abs=1e-6) and causal["validation_f1_std"] is None
+    lines = table(summary)
+    assert lines[2].startswith("| bidirectional | 42, 43 | 0.800 ± 0.085 | 0.770 ± 0.085 |")
+    assert lines[3].startswith("| causal | 42 | 0.640 | 0.620 |")

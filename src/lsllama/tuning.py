@@ -25,7 +25,9 @@ token keeps its activations until backward (about 0.8 MB for the default model:
 benchmarks/results/profile_shapes.md), and the widest batches set a run's peak RSS. 1024 tokens (about
 850 MB of activations) runs every batch of 16 SST-2 sentences whole and keeps lsllama's peak RSS within
 1.5x the official recipe's (`benchmarks/speed.py` reports both; the cap was 384 while the target was
-1x). On GPUs a batch is split only on out-of-memory. Used by lsllama.training.loop."""
+1x); CoNLL-2003's span F1 is the same within seed noise with either cap, and training faster with this
+one (`benchmarks/ablation.py`: benchmarks/results/ablation_cpu_micro_batch_tokens.md). On GPUs a batch
+is split only on out-of-memory. Used by lsllama.training.loop."""
 
 CPU_BATCH_TOKENS = 512
 """On CPU an inference batch also stops at this many padded tokens: there a batch whose activations stay
