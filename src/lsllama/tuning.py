@@ -19,11 +19,11 @@ keep the flash kernel, which never holds the (width x width) attention weights, 
 CPU_MICRO_BATCH_TOKENS = 1024
 """On CPU, a training batch of more padded tokens than this (per process) runs as several
 micro-batches, with the same gradients (the loss is always divided by the whole batch's targets).
-Every pass also pays a fixed cost, mostly streaming the frozen weights through the matmuls forward and
-backward (benchmarks/results/profile_breakdown.md), so fewer, longer passes train faster; but each
+Every pass also pays a fixed cost, about half of it the matmuls that read every frozen weight forward
+and backward (benchmarks/results/profile_breakdown.md), so fewer, longer passes train faster; but each
 token keeps its activations until backward (about 0.8 MB for the default model:
 benchmarks/results/profile_shapes.md), and the widest batches set a run's peak RSS. 1024 tokens (about
-850 MB of activations) runs every batch of 16 SST-2 sentences whole and keeps lsllama's peak RSS within
+850 MB of activations) runs typical batches of 16 SST-2 sentences whole and keeps lsllama's peak RSS within
 1.5x the official recipe's (`benchmarks/speed.py` reports both; the cap was 384 while the target was
 1x); CoNLL-2003's span F1 is the same within seed noise with either cap, and training faster with this
 one (`benchmarks/ablation.py`: benchmarks/results/ablation_cpu_micro_batch_tokens.md). On GPUs a batch
