@@ -248,6 +248,7 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
     assert f"| {VARIANTS['random+template'][0]} | — |" in lines  # not run: shown as missing
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_ablation_compares_each_value_over_seeds_and_resumes_from_its_cache(tmp_path: Path):
     command = [
         sys.executable,
@@ -307,6 +308,7 @@ def test_compile_payoff_times_both_runs_and_resumes_from_its_cache(tmp_path: Pat
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["compiled"]["seconds"] == 1234.0
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_ablation_of_a_package_constant_sets_it_per_run_and_keys_the_cache_on_it(tmp_path: Path, monkeypatch):
     from benchmarks import ablation
 

@@ -169,21 +169,29 @@ def test_model_card_after_evaluate_and_in_the_export(last_run, tmp_path):
     assert (tmp_path / "export" / "lsllama" / "report" / "learning_curves.png").is_file()
 
 
-def test_a_template_run_exports_for_lsllama_only_and_reloads_with_its_template(tmp_path):
+@pytest.mark.parametrize("template", ["{text}\nIs it {labels}?", "chat"])
+def test_a_template_run_exports_to_the_stock_class_with_the_template_in_its_tokenizer(tmp_path, template):
     folder = tmp_path / "tpl"
     write_jsonl(folder / "data" / "train.jsonl", toy_rows(32, 1))
     write_jsonl(folder / "data" / "validation.jsonl", toy_rows(8, 2))
     cfg = build_config(
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
-            "data": {"data": str(folder / "data"), "template": "{text}\nIs it {labels}?"},
+            "data": {"data": str(folder / "data"), "template": template},
             "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "tensorboard": False},
         },
     )
     Classifier.train(cfg, folder / "run", progress=False)
     result = export_run(folder / "run", tmp_path / "export")
-    assert result.transformers_class is None and "template" in result.needs_lsllama
-    np.testing.assert_array_equal(
-        Classifier.load(result.path, device="cpu").predict_proba(TEXTS),
-        Classifier.load(folder / "run", device="cpu").predict_proba(TEXTS),
-    )
+    assert result.transformers_class == "LlamaForSequenceClassification" and result.needs_lsllama is None
+    assert not (result.path / "template-check").exists()
+    assert "is in the tokenizer (its post-processor)" in (result.path / "README.md").read_text()
+    clf = Classifier.load(folder / "run", device="cpu")
+    expected = clf.predict_proba(TEXTS)
+    pipe = pipeline("text-classification", model=str(result.path), device="cpu")
+    got = pipe(TEXTS, top_k=None, truncation=True, batch_size=4)
+    np.testing.assert_allclose(pipeline_probs(got, clf.labels.names), expected, atol=1e-4, rtol=0)
+    # Control: the same model reading the texts alone gives other probabilities, so the template is what matched.
+    bare = pipeline("text-classification", model=str(result.path), tokenizer=clf.tokenizer, device="cpu")
+    assert np.abs(pipeline_probs(bare(TEXTS, top_k=None, batch_size=4), clf.labels.names) - expected).max() > 1e-3
+    np.testing.assert_array_equal(Classifier.load(result.path, device="cpu").predict_proba(TEXTS), expected)

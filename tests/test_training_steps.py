@@ -137,14 +137,15 @@ def test_head_learning_rate_is_its_own_param_group(make_model):
     assert head <= set(grouped)
 
 
-def test_head_learning_rate_flag_reaches_the_config():
+def test_head_learning_rate_flag_reaches_the_config(toy_data):
     from typer.testing import CliRunner
 
     from lsllama.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", "sst2", "--head-lr", "0", "--min-steps", "3"])
+    data = str(toy_data)
+    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", data, "--head-lr", "0", "--min-steps", "3"])
     assert result.exit_code == 2 and "--head-lr must be positive, got 0.0" in result.output
-    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", "sst2", "--min-steps", "-1"])
+    result = CliRunner().invoke(app, ["train", "--output", "x", "--data", data, "--min-steps", "-1"])
     assert result.exit_code == 2 and "--min-steps must be >= 0" in result.output
 
 

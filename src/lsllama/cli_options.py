@@ -96,7 +96,10 @@ HeadInit = Annotated[
 ]
 Template = Annotated[
     str | None,
-    Opt(help="Sequence task: what the model reads, with {text} (and {labels}), e.g. '{text}\\nSentiment:'."),
+    Opt(
+        help="Sequence task: what the model reads, with {text} (and {labels}), e.g. '{text}\\nSentiment:'; "
+        "chat: the model's chat template around a question that lists the labels."
+    ),
 ]
 Epochs = Annotated[
     float | None, Opt(help=f"Passes over the training data (default {T.epochs:g}; token task {TOKEN['epochs']:g}).")

@@ -98,7 +98,9 @@ class DataConfig:
     template's `{labels}` use for those labels."""
     template: str | None = None
     """Sequence task, single texts: the model reads `template` with `{text}` replaced by the text (and `{labels}`
-    by the label names), e.g. `"{text}\nSentiment:"`. Long texts are cut inside `{text}`, never the template."""
+    by the label names), e.g. `"{text}\nSentiment:"`; `chat`: the model's own chat template around a question
+    that lists the labels, ending where its answer starts. Long texts are cut inside `{text}`, never the
+    template."""
     max_length: int = 128
     """Most tokens per model input (special tokens included); at most the model's context length."""
     long_text: str = "head"
@@ -231,8 +233,8 @@ def _check_choices(cfg: RunConfig) -> None:
         raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
     if cfg.model.head_init not in HEAD_INITS:
         raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
-    if cfg.data.template is not None and "{text}" not in cfg.data.template:
-        raise UsageError(f"--template must contain {{text}}, got {cfg.data.template!r}")
+    if cfg.data.template not in (None, "chat") and "{text}" not in cfg.data.template:
+        raise UsageError(f"--template must contain {{text}} (or be chat), got {cfg.data.template!r}")
     if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
         raise UsageError("--template is for the sequence task with single texts")
     if cfg.model.precision not in PRECISIONS:

@@ -27,6 +27,13 @@ from lsllama.errors import UsageError
 IGNORE = -100
 PAIR_SEPARATOR = "\n"
 """Put between the two texts of a pair when the tokenizer's own pair template puts nothing there."""
+CHAT = "chat"
+"""The `template` that asks for the label in the model's own chat format (`template_text`)."""
+CHAT_QUESTION = "Possible labels: {labels}. Answer with the label only.\n\nText: {text}"
+"""The user's turn of `template: chat`: it names no data set, only the labels (the zero-shot and SFT
+baselines' prompt without their task name), so that the last token is where the model says a label word."""
+PLAIN_QUESTION = "Possible labels: {labels}.\nText: {text}\nLabel:"
+"""`template: chat` for a tokenizer without a chat template."""
 
 
 @dataclass
@@ -145,14 +152,31 @@ def label_words(cfg: DataConfig) -> list[str]:
     return [descriptions.get(name, name) for name in cfg.labels or []]
 
 
+def template_text(template: str | None, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The template as text: `chat` is `CHAT_QUESTION` as the user's turn of the model's own chat template,
+    ending where the assistant's answer starts (`PLAIN_QUESTION` for a tokenizer without a chat template).
+    A BOS that the rendered chat begins with is dropped where the tokenizer adds its own."""
+    if template != CHAT:
+        return template
+    if not getattr(tokenizer, "chat_template", None):
+        return PLAIN_QUESTION
+    turn = [{"role": "user", "content": CHAT_QUESTION}]
+    text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer.bos_token_id in special_affixes(tokenizer)[0]:
+        text = text[len(bos) :]
+    return text
+
+
 def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
     """The template's token ids before and after `{text}` (none without a template). The text is tokenized on
     its own, as without a template, so the two parts are too; `{labels}` reads "a, b or c"."""
-    if cfg.template is None:
+    template = template_text(cfg.template, tokenizer)
+    if template is None:
         return [], []
     words = label_words(cfg)
     listed = ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else "".join(words)
-    before, after = cfg.template.replace("{labels}", listed).split("{text}", 1)
+    before, after = template.replace("{labels}", listed).split("{text}", 1)
     encode = lambda part: tokenizer(part, add_special_tokens=False)["input_ids"] if part else []  # noqa: E731
     return encode(before), encode(after)
 

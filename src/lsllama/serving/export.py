@@ -10,8 +10,10 @@
 
 Why the run is kept: transformers' classes reproduce only what they implement (last-token pooling; a
 causal or fully bidirectional mask through `config.is_causal`). Mean / max pooling and layer-wise
-unmasking need lsllama's code. For those runs OUT has no config.json, so transformers refuses the
-folder instead of loading a model that pools differently, and lsllama loads it from lsllama/.
+unmasking need lsllama's code: for those runs OUT has no config.json, so transformers refuses the folder
+instead of loading a model that pools differently, and lsllama loads it from lsllama/. A run's template
+goes into the exported tokenizer's post-processor (the ids around each text), so the pipeline reads
+texts as the run did.
 
 Why no custom code: lsllama's sequence head is a bias-free `nn.Linear`, exactly transformers'
 `*ForSequenceClassification.score`, and its token head has a bias, as transformers' token-classification
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
+from tokenizers.processors import TemplateProcessing
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
@@ -46,8 +49,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lsllama.config import RunConfig
-from lsllama.data.encoding import sequence_layout, special_affixes
+from lsllama.config import DataConfig, RunConfig
+from lsllama.data.encoding import sequence_layout, special_affixes, template_ids
 from lsllama.errors import UsageError
 from lsllama.modeling.model import build_model
 from lsllama.run_folder import (
@@ -90,8 +93,6 @@ def lsllama_only_reason(config: RunConfig) -> str | None:
             f"{config.model.pooling} pooling: transformers' sequence-classification classes read the last "
             "non-pad token only"
         )
-    if config.data.template is not None:
-        return f"template {config.data.template!r}: transformers' pipelines read the text alone"
     if config.model.unmask_from_layer:
         return (
             f"layer-wise unmasking (layers >= {config.model.unmask_from_layer} bidirectional) runs through "
@@ -150,8 +151,10 @@ def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False)
                 shutil.copytree(source, tmp / EXPORTED_RUN / name)
             elif source.is_file():
                 shutil.copy2(source, tmp / EXPORTED_RUN / name)
+        tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
+        if reason is None and config.data.template is not None:
+            tokenizer, reason = tokenizer_with_template(tokenizer, config.data, tmp / "template-check")
         if reason is None:
-            tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
             model = merged_model(run, labels, tokenizer)
             model.save_pretrained(tmp)
             tokenizer.model_max_length = config.data.max_length
@@ -168,6 +171,29 @@ def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return result
+
+
+def tokenizer_with_template(
+    tokenizer: PreTrainedTokenizerBase, data: DataConfig, scratch: Path
+) -> tuple[PreTrainedTokenizerBase, str | None]:
+    """The tokenizer with the run's template as its post-processor (the ids lsllama puts before and after each
+    text), so that transformers' pipelines read a text inside the template as lsllama does; and None, or why
+    the template cannot go there. Proved by a save-and-reload round trip: some tokenizer classes rebuild
+    their post-processor when they load."""
+    why_not = f"template {data.template!r}: this tokenizer cannot carry it, and pipelines read texts alone"
+    if not getattr(tokenizer, "is_fast", False):
+        return tokenizer, why_not
+    layout, (before, after) = sequence_layout(tokenizer), template_ids(data, tokenizer)
+    expected = layout.prefix + before + tokenizer("a b", add_special_tokens=False)["input_ids"] + after + layout.suffix
+    parts = {"lsllama_before_text": layout.prefix + before, "lsllama_after_text": after + layout.suffix}
+    special = [{"id": k, "ids": ids, "tokens": tokenizer.convert_ids_to_tokens(ids)} for k, ids in parts.items() if ids]
+    single = [*(["lsllama_before_text"] if parts["lsllama_before_text"] else []), "$A"]
+    single += ["lsllama_after_text"] if parts["lsllama_after_text"] else []
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single=single, special_tokens=special)
+    tokenizer.save_pretrained(scratch)
+    reloaded = AutoTokenizer.from_pretrained(scratch)
+    shutil.rmtree(scratch)
+    return reloaded, None if reloaded("a b")["input_ids"] == expected else why_not
 
 
 def lsllama_usage(name: str) -> list[str]:
@@ -256,6 +282,11 @@ def _sequence_pipeline(name: str, config: RunConfig, tokenizer: PreTrainedTokeni
             else ""
         ),
     ]
+    if config.data.template is not None:
+        notes.append(
+            f"- The run's template (`{config.data.template}`) is in the tokenizer (its post-processor): the pipeline "
+            "reads each text inside it, as lsllama does; give it the text alone."
+        )
     if config.data.problem == "multi_label":
         notes.append(
             "- Multi-label: the pipeline gives each label's own sigmoid probability; lsllama predicts a label "
