@@ -40,7 +40,7 @@ VARIANTS = {
     "names-1epoch": ("label-word head, 1 epoch", ["--min-steps", "0"]),
     "names": (f"label-word head, {FLOOR} (default)", []),
     "names+template": (f"label-word head, generic template, {FLOOR}", ["--template", GENERIC_TEMPLATE]),
-    "names+chat": (f"label-word head, the model's chat template (`--template chat`), {FLOOR}", ["--template", "chat"]),
+    "names+labels": (f"label-word head, `--template labels`, {FLOOR}", ["--template", "labels"]),
     "names+headlr": (f"label-word head, head lr {HEAD_LR:g} (5x), {FLOOR}", ["--head-lr", f"{HEAD_LR:g}"]),
     "names+floor2x": (
         f"label-word head, at least {2 * TrainConfig.min_steps} steps (twice the floor)",

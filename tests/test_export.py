@@ -169,7 +169,7 @@ def test_model_card_after_evaluate_and_in_the_export(last_run, tmp_path):
     assert (tmp_path / "export" / "lsllama" / "report" / "learning_curves.png").is_file()
 
 
-@pytest.mark.parametrize("template", ["{text}\nIs it {labels}?", "chat"])
+@pytest.mark.parametrize("template", ["{text}\nIs it {labels}?", "labels"])
 def test_a_template_run_exports_to_the_stock_class_with_the_template_in_its_tokenizer(tmp_path, template):
     folder = tmp_path / "tpl"
     write_jsonl(folder / "data" / "train.jsonl", toy_rows(32, 1))

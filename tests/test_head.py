@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import torch
 
 from lsllama import Classifier, build_config
-from lsllama.config import DataConfig, ModelConfig
+from lsllama.config import TEMPLATES, DataConfig, ModelConfig
 from lsllama.data.dataset import Example
-from lsllama.data.encoding import CHAT_QUESTION, PLAIN_QUESTION, encode_examples, template_ids
+from lsllama.data.encoding import encode_examples, template_ids
 from lsllama.errors import UsageError
 from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.model import build_model
@@ -64,22 +63,11 @@ def test_a_template_wraps_the_text_and_long_texts_are_cut_inside_it(tokenizer):
     assert items[0].input_ids[-len(after) :] == after and items[1].input_ids[-len(after) :] == after
 
 
-@pytest.mark.parametrize("has_chat_template", [True, False])
-def test_the_chat_template_asks_for_the_label_in_the_models_own_chat_format(tokenizer, has_chat_template):
-    tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.chat_template = (
-        "{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</s>{% endfor %}"
-        "{% if add_generation_prompt %}<assistant>{% endif %}"
-        if has_chat_template
-        else None
-    )
-    cfg = DataConfig(template="chat", labels=["good", "bad"], max_length=128)
+def test_a_named_template_is_its_text(tokenizer):
+    cfg = DataConfig(template="labels", labels=["good", "bad"], max_length=128)
     items, _ = encode_examples([Example("x:1", text="a fine film")], "sequence", tokenizer, cfg)
-    question = CHAT_QUESTION if has_chat_template else PLAIN_QUESTION
-    question = question.replace("{labels}", "good or bad").replace("{text}", "a fine film")
-    expected = f"{tokenizer.bos_token}<user>{question}</s><assistant>" if has_chat_template else question
-    assert tokenizer.decode(items[0].input_ids) == expected
-    assert items[0].input_ids.count(tokenizer.bos_token_id) <= 1  # the chat's BOS is not doubled
+    text = TEMPLATES["labels"].replace("{labels}", "good or bad").replace("{text}", "a fine film")
+    assert tokenizer.decode(items[0].input_ids, skip_special_tokens=True) == text
 
 
 def test_a_template_must_leave_room_for_the_text(tokenizer):

@@ -98,7 +98,7 @@ Template = Annotated[
     str | None,
     Opt(
         help="Sequence task: what the model reads, with {text} (and {labels}), e.g. '{text}\\nSentiment:'; "
-        "chat: the model's chat template around a question that lists the labels."
+        "labels: a question that lists the labels (Possible labels: ...\\nText: {text}\\nLabel:)."
     ),
 ]
 Epochs = Annotated[

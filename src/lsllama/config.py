@@ -23,6 +23,9 @@ PROBLEMS = ("single_label", "multi_label", "regression")
 LONG_TEXT = ("head", "tail", "head_tail", "windows")
 POOLINGS = ("last", "mean", "max")
 HEAD_INITS = ("label_names", "random")
+TEMPLATES = {"labels": "Possible labels: {labels}.\nText: {text}\nLabel:"}
+"""Named templates. `labels` names no data set, only its labels, and ends where the model would say one: the
+label-word head then starts as the model's own choice among the label words after that question."""
 PRECISIONS = ("auto", "fp32", "bf16")
 # Validation metrics that may select the kept model, per (task, problem); the first is the default.
 METRICS = {
@@ -98,9 +101,8 @@ class DataConfig:
     template's `{labels}` use for those labels."""
     template: str | None = None
     """Sequence task, single texts: the model reads `template` with `{text}` replaced by the text (and `{labels}`
-    by the label names), e.g. `"{text}\nSentiment:"`; `chat`: the model's own chat template around a question
-    that lists the labels, ending where its answer starts. Long texts are cut inside `{text}`, never the
-    template."""
+    by the label names), e.g. `"{text}\nSentiment:"`, or a name in `TEMPLATES` (`labels`: "Possible labels:
+    {labels}.\nText: {text}\nLabel:"). Long texts are cut inside `{text}`, never the template."""
     max_length: int = 128
     """Most tokens per model input (special tokens included); at most the model's context length."""
     long_text: str = "head"
@@ -233,8 +235,9 @@ def _check_choices(cfg: RunConfig) -> None:
         raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
     if cfg.model.head_init not in HEAD_INITS:
         raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
-    if cfg.data.template not in (None, "chat") and "{text}" not in cfg.data.template:
-        raise UsageError(f"--template must contain {{text}} (or be chat), got {cfg.data.template!r}")
+    if cfg.data.template not in (None, *TEMPLATES) and "{text}" not in cfg.data.template:
+        names = " or ".join(TEMPLATES)
+        raise UsageError(f"--template must contain {{text}} (or be {names}), got {cfg.data.template!r}")
     if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
         raise UsageError("--template is for the sequence task with single texts")
     if cfg.model.precision not in PRECISIONS:

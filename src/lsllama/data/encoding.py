@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from lsllama.config import DataConfig
+from lsllama.config import TEMPLATES, DataConfig
 from lsllama.data.dataset import Example
 from lsllama.data.windows import assign_words, plan_windows
 from lsllama.errors import UsageError
@@ -27,13 +27,6 @@ from lsllama.errors import UsageError
 IGNORE = -100
 PAIR_SEPARATOR = "\n"
 """Put between the two texts of a pair when the tokenizer's own pair template puts nothing there."""
-CHAT = "chat"
-"""The `template` that asks for the label in the model's own chat format (`template_text`)."""
-CHAT_QUESTION = "Possible labels: {labels}. Answer with the label only.\n\nText: {text}"
-"""The user's turn of `template: chat`: it names no data set, only the labels (the zero-shot and SFT
-baselines' prompt without their task name), so that the last token is where the model says a label word."""
-PLAIN_QUESTION = "Possible labels: {labels}.\nText: {text}\nLabel:"
-"""`template: chat` for a tokenizer without a chat template."""
 
 
 @dataclass
@@ -152,26 +145,10 @@ def label_words(cfg: DataConfig) -> list[str]:
     return [descriptions.get(name, name) for name in cfg.labels or []]
 
 
-def template_text(template: str | None, tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """The template as text: `chat` is `CHAT_QUESTION` as the user's turn of the model's own chat template,
-    ending where the assistant's answer starts (`PLAIN_QUESTION` for a tokenizer without a chat template).
-    A BOS that the rendered chat begins with is dropped where the tokenizer adds its own."""
-    if template != CHAT:
-        return template
-    if not getattr(tokenizer, "chat_template", None):
-        return PLAIN_QUESTION
-    turn = [{"role": "user", "content": CHAT_QUESTION}]
-    text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
-    bos = tokenizer.bos_token
-    if bos and text.startswith(bos) and tokenizer.bos_token_id in special_affixes(tokenizer)[0]:
-        text = text[len(bos) :]
-    return text
-
-
 def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
     """The template's token ids before and after `{text}` (none without a template). The text is tokenized on
     its own, as without a template, so the two parts are too; `{labels}` reads "a, b or c"."""
-    template = template_text(cfg.template, tokenizer)
+    template = TEMPLATES.get(cfg.template, cfg.template)
     if template is None:
         return [], []
     words = label_words(cfg)
