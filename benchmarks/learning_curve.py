@@ -10,10 +10,10 @@ every seed and method; AG News has no validation split, so its validation rows a
 holds out of the training file and the N rows come from the rest) and is scored on the same
 --eval-rows validation rows (accuracy):
 
-  ls        `lsllama train` with the package defaults (label-word head; whatever step floor is the
-            default), and its step-0 point: the label-word head before any update, the zero-shot
-            classifier restricted to the label words
-  ls-paper  the paper's recipe: `--head-init random --min-steps 0` (random head, one epoch)
+  ls        `lsllama train` with the package defaults (label-word head, `labels` template; whatever step
+            floor is the default), and its step-0 point: the label-word head before any update, the
+            zero-shot classifier restricted to the label words
+  ls-paper  the paper's head and schedule: `--head-init random --min-steps 0 --template none` (one epoch)
   sft       instruction SFT of the same model (benchmarks/baselines/generative.py): the ls run's LoRA and
             optimiser settings and exactly its number of optimizer steps (the ls run is made first)
   tfidf     TF-IDF + logistic regression (benchmarks/baselines/classic.py, C = 1: the only held-out
@@ -70,12 +70,12 @@ from lsllama.run_folder import CONFIG, atomic_write_text
 
 METHODS = {
     "tfidf": "TF-IDF + logistic regression",
-    "ls": "LS, lsllama defaults (label-word head)",
-    "ls-paper": "LS, the paper's recipe (random head, 1 epoch)",
+    "ls": "LS, lsllama defaults (label-word head, template)",
+    "ls-paper": "LS, the paper's recipe (random head, no template, 1 epoch)",
     "sft": "instruction SFT (same rows, LoRA and steps as ls)",
 }
 STEP0 = "ls at step 0 (zero-shot through the head)"
-LS_FLAGS = {"ls": [], "ls-paper": ["--head-init", "random", "--min-steps", "0"]}
+LS_FLAGS = {"ls": [], "ls-paper": ["--head-init", "random", "--min-steps", "0", "--template", "none"]}
 """`lsllama train` flags of each LS method beyond data, rows, model and seed."""
 WALL_TIME = "learning_curve_seconds.json"
 """Written into an LS run folder by this benchmark: the run's wall time (process start, loading, training,

@@ -75,9 +75,13 @@ the suite's runs. Drop an entry to rerun the suite with the new default."""
 RECORDED_TRAIN = {"min_steps": 0}
 """Train settings whose package default changed after the suite ran (no step floor -> at least 100 steps,
 benchmarks/results/small_data.md), pinned like `RECORDED_MODEL`."""
-RECIPES = {"recorded": {"model": RECORDED_MODEL, "train": RECORDED_TRAIN}, "defaults": {}}
+RECORDED_DATA = {"template": "none"}
+"""Data settings whose package default changed after the suite ran (no template -> `auto`, the `labels`
+question, benchmarks/results/labels_300/small_data.md), pinned like `RECORDED_MODEL`."""
+RECIPES = {"recorded": {"model": RECORDED_MODEL, "data": RECORDED_DATA, "train": RECORDED_TRAIN}, "defaults": {}}
 """`--recipe`: the settings the recorded suite ran with (its runs stay cached), or today's package defaults
-(label-word head, at least 100 steps, for LS and, the step floor, for SFT: their runs get their own keys)."""
+(label-word head, `labels` template, at least 100 steps for LS and, the step floor, for SFT: their runs get
+their own keys)."""
 
 RATES = {
     "classic": 0.105,
@@ -157,7 +161,7 @@ def ls_config(run: Run, ctx: Context) -> RunConfig:
         model["unmask_from_layer"] = half_of_layers(ctx.model_path)
     overrides = {
         "model": model,
-        "data": {"data": str(ctx.data[run.dataset].folder)},
+        "data": {**ctx.pinned.get("data", {}), "data": str(ctx.data[run.dataset].folder)},
         "train": {**ctx.pinned.get("train", {}), "seed": run.seed, "tensorboard": False},
     }
     return build_config(task=DATASETS[run.dataset].task, overrides=overrides).resolved()

@@ -246,7 +246,10 @@ def protocol(report: Report) -> list[str]:
             train = {"min_steps": 0, **train}
             head = ("head_init",) if task == "sequence" else ()  # the token task's head starts random
             label_word_head |= task == "sequence" and model["head_init"] == "label_names"
-            changed = [
+            template = cfg["data"].get("template") or "none"  # a key holds it only where one was read
+            template_now = now.data.template or "none"
+            changed = [f"template {template} (now {template_now})"] if template != template_now else []
+            changed += [
                 f"{key.replace('_', ' ')} {section[key]} (now {getattr(current, key)})"
                 for section, current, keys in (
                     (
@@ -265,7 +268,7 @@ def protocol(report: Report) -> list[str]:
                 f"{train['epochs']:g} epoch(s), at least {train['min_steps']} steps, lr {train['learning_rate']:g}, "
                 f"batch {train['batch_size']}, max length {cfg['data']['max_length']} tokens, precision "
                 f"`{model['precision']}`"
-                + (f", head init `{model['head_init']}`." if head else ".")
+                + (f", head init `{model['head_init']}`, template `{template}`." if head else ".")
                 + (f" Defaults changed since: {', '.join(changed)}." if changed else "")
             )
     lines += [

@@ -34,17 +34,20 @@ HEAD_LR = 5 * TrainConfig.learning_rate
 """The head's own learning rate in `names+headlr`: five times the adapters' default."""
 FLOOR = f"at least {TrainConfig.min_steps} steps"
 """What the variants without `--min-steps` train for: the package's step floor."""
+BARE = ["--template", "none"]
+"""The text alone: what every variant but the templates' read before `auto` became the default (their
+cached runs stay theirs)."""
 VARIANTS = {
-    "random": ("random head, 1 epoch (the paper's)", ["--head-init", "random", "--min-steps", "0"]),
-    "random+min100": (f"random head, {FLOOR}", ["--head-init", "random"]),
-    "names-1epoch": ("label-word head, 1 epoch", ["--min-steps", "0"]),
-    "names": (f"label-word head, {FLOOR} (default)", []),
+    "random": ("random head, 1 epoch (the paper's)", ["--head-init", "random", "--min-steps", "0", *BARE]),
+    "random+min100": (f"random head, {FLOOR}", ["--head-init", "random", *BARE]),
+    "names-1epoch": ("label-word head, 1 epoch", ["--min-steps", "0", *BARE]),
+    "names": (f"label-word head, {FLOOR}", BARE),
     "names+template": (f"label-word head, generic template, {FLOOR}", ["--template", GENERIC_TEMPLATE]),
-    "names+labels": (f"label-word head, `--template labels`, {FLOOR}", ["--template", "labels"]),
-    "names+headlr": (f"label-word head, head lr {HEAD_LR:g} (5x), {FLOOR}", ["--head-lr", f"{HEAD_LR:g}"]),
+    "names+labels": (f"label-word head, `labels` template, {FLOOR} (default)", ["--template", "labels"]),
+    "names+headlr": (f"label-word head, head lr {HEAD_LR:g} (5x), {FLOOR}", ["--head-lr", f"{HEAD_LR:g}", *BARE]),
     "names+floor2x": (
         f"label-word head, at least {2 * TrainConfig.min_steps} steps (twice the floor)",
-        ["--min-steps", str(2 * TrainConfig.min_steps)],
+        ["--min-steps", str(2 * TrainConfig.min_steps), *BARE],
     ),
     "random+template": (
         f"random head, generic template, {FLOOR}",
@@ -52,8 +55,10 @@ VARIANTS = {
     ),
 }
 """Variant key: (label, `lsllama train` flags); the package defaults otherwise."""
-VARIANTS["codes"] = (f"label-word head on codes (labels described as '0', '1', ...), {FLOOR}", [])
+VARIANTS["codes"] = ("label-word head on codes (labels described as '0', '1', ...), defaults", [])
 """Its flags depend on the data set's labels (`variant_flags`)."""
+TEMPLATE_NAMES = {GENERIC_TEMPLATE: ", generic template", "labels": ", `labels` template"}
+"""How the step-0 rows name a variant's template (none: nothing)."""
 TRAINING_ONLY = ("--min-steps", "--head-lr")
 """Flags that change how the head trains, not where it starts: variants that differ only in these share
 their step-0 score."""
@@ -126,8 +131,8 @@ def table(runs: list[dict], datasets: list[str], sizes: list[int], variants: lis
         sharing = [v for v in variants if starting_point(v) == start]
         cells = _cells(runs, columns, sharing, "step0")
         if any(c != "—" for c in cells):
-            head = "label-word head" + (", generic template" if "--template" in start else "")
-            head += " on codes" if start == ("codes",) else ""
+            template = dict(zip(start[::2], start[1::2], strict=True)).get("--template") if len(start) > 1 else None
+            head = "label-word head" + (" on codes" if start == ("codes",) else TEMPLATE_NAMES.get(template, ""))
             lines.append(f"|   {head} at step 0, before training | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

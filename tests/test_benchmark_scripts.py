@@ -233,6 +233,7 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
             ("names", 0.6),
             ("names+headlr", 0.6),
             ("names+template", 0.7),
+            ("names+labels", 0.65),
             ("codes", 0.5),
         )
         for seed in (0, 1)
@@ -242,6 +243,7 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
     assert step0 == [
         "|   label-word head at step 0, before training | 0.600 ± 0.000 (2 seeds) |",
         "|   label-word head, generic template at step 0, before training | 0.700 ± 0.000 (2 seeds) |",
+        "|   label-word head, `labels` template at step 0, before training | 0.650 ± 0.000 (2 seeds) |",
         "|   label-word head on codes at step 0, before training | 0.500 ± 0.000 (2 seeds) |",
     ]
     assert lines.index(step0[0]) == lines.index(f"| {VARIANTS['names-1epoch'][0]} | 0.800 ± 0.000 (2 seeds) |") + 1

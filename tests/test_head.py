@@ -10,7 +10,7 @@ import torch
 from lsllama import Classifier, build_config
 from lsllama.config import TEMPLATES, DataConfig, ModelConfig
 from lsllama.data.dataset import Example
-from lsllama.data.encoding import encode_examples, template_ids
+from lsllama.data.encoding import auto_template, encode_examples, template_ids
 from lsllama.errors import UsageError
 from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.model import build_model
@@ -68,6 +68,46 @@ def test_a_named_template_is_its_text(tokenizer):
     items, _ = encode_examples([Example("x:1", text="a fine film")], "sequence", tokenizer, cfg)
     text = TEMPLATES["labels"].replace("{labels}", "good or bad").replace("{text}", "a fine film")
     assert tokenizer.decode(items[0].input_ids, skip_special_tokens=True) == text
+
+
+@pytest.mark.parametrize(
+    ("task", "data", "preset", "expected"),
+    [
+        ("sequence", {}, "default", "auto"),  # decided with the tokenizer and labels (below)
+        ("sequence", {"template": "labels"}, "default", TEMPLATES["labels"]),
+        ("sequence", {"template": "none"}, "default", None),
+        ("sequence", {"problem": "regression"}, "default", None),
+        ("sequence", {"text_pair_column": "b"}, "default", None),
+        ("token", {}, "default", None),
+        ("sequence", {}, "paper", None),
+    ],
+)
+def test_the_default_template_asks_only_where_single_texts_are_classified(task, data, preset, expected):
+    assert build_config(task=task, preset=preset, overrides={"data": data}).resolved().data.template == expected
+
+
+def test_the_auto_template_is_the_labels_question_unless_the_labels_crowd_out_the_text(tokenizer):
+    few = DataConfig(labels=["good", "bad"], max_length=128)
+    assert auto_template(few, "sequence", tokenizer) == TEMPLATES["labels"]
+    many = DataConfig(labels=[f"topic number {i}" for i in range(20)], max_length=128)
+    assert auto_template(many, "sequence", tokenizer) is None  # over a quarter of max_length
+    items, _ = encode_examples([Example("x:1", text="a fine film")], "sequence", tokenizer, many)
+    assert tokenizer.decode(items[0].input_ids, skip_special_tokens=True) == "a fine film"
+
+
+def test_a_default_run_saves_the_template_it_read(tmp_path):
+    write_jsonl(tmp_path / "data" / "train.jsonl", toy_rows(16, 1))
+    write_jsonl(tmp_path / "data" / "validation.jsonl", toy_rows(8, 2))
+    cfg = build_config(
+        overrides={
+            "model": {"name": "tiny-random", "precision": "fp32"},
+            "data": {"data": str(tmp_path / "data")},
+            "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "tensorboard": False},
+        }
+    )
+    clf = Classifier.train(cfg, tmp_path / "run", progress=False)
+    assert clf.config.data.template == TEMPLATES["labels"]
+    assert "Possible labels: " in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_a_template_must_leave_room_for_the_text(tokenizer):

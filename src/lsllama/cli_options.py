@@ -98,7 +98,8 @@ Template = Annotated[
     str | None,
     Opt(
         help="Sequence task: what the model reads, with {text} (and {labels}), e.g. '{text}\\nSentiment:'; "
-        "labels: a question that lists the labels (Possible labels: ...\\nText: {text}\\nLabel:)."
+        f"labels: 'Possible labels: {{labels}}.\\nText: {{text}}\\nLabel:'; none: the text alone (default "
+        f"{D.template}: labels for single texts with labels)."
     ),
 ]
 Epochs = Annotated[

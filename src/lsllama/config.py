@@ -26,6 +26,9 @@ HEAD_INITS = ("label_names", "random")
 TEMPLATES = {"labels": "Possible labels: {labels}.\nText: {text}\nLabel:"}
 """Named templates. `labels` names no data set, only its labels, and ends where the model would say one: the
 label-word head then starts as the model's own choice among the label words after that question."""
+AUTO, NO_TEMPLATE = "auto", "none"
+"""`template` values: `auto` (the default) is `labels` where it applies (`lsllama.data.encoding.auto_template`),
+`none` the text alone."""
 PRECISIONS = ("auto", "fp32", "bf16")
 # Validation metrics that may select the kept model, per (task, problem); the first is the default.
 METRICS = {
@@ -99,10 +102,12 @@ class DataConfig:
     label_descriptions: dict[str, str] | None = None
     """Words for label names that are codes (`{"ABBR": "abbreviation"}`): what `head_init: label_names` and a
     template's `{labels}` use for those labels."""
-    template: str | None = None
+    template: str | None = AUTO
     """Sequence task, single texts: the model reads `template` with `{text}` replaced by the text (and `{labels}`
     by the label names), e.g. `"{text}\nSentiment:"`, or a name in `TEMPLATES` (`labels`: "Possible labels:
-    {labels}.\nText: {text}\nLabel:"). Long texts are cut inside `{text}`, never the template."""
+    {labels}.\nText: {text}\nLabel:"). Long texts are cut inside `{text}`, never the template. `auto`: `labels`
+    for classifying single texts where it takes at most a quarter of `max_length`, else none (the token task,
+    text pairs, regression); `none`: the text alone. The saved config holds the template's text."""
     max_length: int = 128
     """Most tokens per model input (special tokens included); at most the model's context length."""
     long_text: str = "head"
@@ -190,6 +195,7 @@ class RunConfig:
             data=dataclasses.replace(self.data),
             train=dataclasses.replace(self.train),
         )
+        _resolve_template_name(cfg)
         _check_choices(cfg)
         _check_data_sizes(cfg)
         _resolve_attention(cfg)
@@ -235,10 +241,10 @@ def _check_choices(cfg: RunConfig) -> None:
         raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
     if cfg.model.head_init not in HEAD_INITS:
         raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
-    if cfg.data.template not in (None, *TEMPLATES) and "{text}" not in cfg.data.template:
-        names = " or ".join(TEMPLATES)
-        raise UsageError(f"--template must contain {{text}} (or be {names}), got {cfg.data.template!r}")
-    if cfg.data.template is not None and (cfg.task == "token" or cfg.data.text_pair_column):
+    if cfg.data.template not in (None, AUTO, *TEMPLATES) and "{text}" not in cfg.data.template:
+        names = ", ".join([AUTO, NO_TEMPLATE, *TEMPLATES])
+        raise UsageError(f"--template must contain {{text}} or be one of {names}, got {cfg.data.template!r}")
+    if cfg.data.template not in (None, AUTO) and (cfg.task == "token" or cfg.data.text_pair_column):
         raise UsageError("--template is for the sequence task with single texts")
     if cfg.model.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
@@ -268,6 +274,21 @@ def _check_data_sizes(cfg: RunConfig) -> None:
         raise UsageError(f"--validation-fraction must be at least 0 and below 1 (0: no validation), got {fraction}")
     if cfg.data.window_stride is not None and cfg.data.window_stride <= 0:
         raise UsageError(f"--window-stride must be positive, got {cfg.data.window_stride}")
+
+
+def classifies_single_texts(task: str, data: DataConfig) -> bool:
+    """Where `template: auto` may put the text in a question: labels to name, one text to put there."""
+    return task == "sequence" and not data.text_pair_column and data.problem != "regression"
+
+
+def _resolve_template_name(cfg: RunConfig) -> None:
+    """`none` is no template and a name in `TEMPLATES` its text (so that a run keeps what it read); `auto` is
+    none where it does not apply, and elsewhere waits for the tokenizer and the labels
+    (`lsllama.data.encoding.auto_template`)."""
+    template = cfg.data.template
+    if template == NO_TEMPLATE or (template == AUTO and not classifies_single_texts(cfg.task, cfg.data)):
+        template = None
+    cfg.data.template = TEMPLATES.get(template, template)
 
 
 def _resolve_attention(cfg: RunConfig) -> None:
@@ -415,7 +436,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Measured best on SmolLM2-135M at a 2,000-row budget (see README).
     "default": {},
     # The official LS-LLaMA scripts: LoRA r=12, alpha=32, dropout 0.1 on q_proj/v_proj, lr 1e-4,
-    # batch 8, max length 64, a randomly initialised head and the epochs asked for (no step floor).
+    # batch 8, max length 64, no template, a randomly initialised head and the epochs asked for (no step floor).
     "paper": {
         "model": {
             "lora_r": 12,
@@ -424,7 +445,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "lora_targets": ["q_proj", "v_proj"],
             "head_init": "random",
         },
-        "data": {"max_length": 64},
+        "data": {"max_length": 64, "template": NO_TEMPLATE},
         "train": {"learning_rate": 1e-4, "batch_size": 8, "warmup_ratio": 0.0, "min_steps": 0},
     },
 }

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from lsllama.config import TEMPLATES, DataConfig
+from lsllama.config import AUTO, TEMPLATES, DataConfig, classifies_single_texts
 from lsllama.data.dataset import Example
 from lsllama.data.windows import assign_words, plan_windows
 from lsllama.errors import UsageError
@@ -143,6 +143,19 @@ def label_words(cfg: DataConfig) -> list[str]:
     """What each label is called in words: its `label_descriptions` entry, else its name."""
     descriptions = cfg.label_descriptions or {}
     return [descriptions.get(name, name) for name in cfg.labels or []]
+
+
+def auto_template(cfg: DataConfig, task: str, tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """What `template: auto` reads for this run: `TEMPLATES["labels"]` for classifying single texts (the
+    label-word head then starts as the model's choice among the label words after a question that lists
+    them: docs/results.md, "Small data"), unless its tokens would take over a quarter of `max_length` (many
+    labels); none for the token task, text pairs and regression. Any other value is the user's."""
+    if cfg.template != AUTO:
+        return cfg.template
+    if not classifies_single_texts(task, cfg):
+        return None
+    labelled = dataclasses.replace(cfg, template=TEMPLATES["labels"])
+    return labelled.template if sum(map(len, template_ids(labelled, tokenizer))) <= cfg.max_length // 4 else None
 
 
 def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -280,6 +293,7 @@ def encode_examples(
     """Items for either task, and how many examples were cut (sequence) or windowed (token)."""
     if task == "token":
         return encode_sentences(examples, tokenizer, cfg.max_length, cfg.window_stride, cfg.label_all_subtokens)
+    cfg = dataclasses.replace(cfg, template=auto_template(cfg, task, tokenizer))
     template = template_ids(cfg, tokenizer)
     if sum(map(len, template)) > cfg.max_length // 2:
         raise UsageError(

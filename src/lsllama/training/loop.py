@@ -28,7 +28,7 @@ from lsllama.config import DataConfig, RunConfig
 from lsllama.data import batching
 from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import VALIDATION_ROWS, Example, LabelSet, TrainingData, resolve_labels, training_data
-from lsllama.data.encoding import IGNORE, Item, encode_examples, label_words, sequence_layout
+from lsllama.data.encoding import IGNORE, Item, auto_template, encode_examples, label_words, sequence_layout
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, split_metrics
 from lsllama.evaluation.report import read_events
@@ -174,6 +174,7 @@ def prepare_inputs(cfg: RunConfig, run: RunFolder, resume: bool | None) -> Input
     check_max_length(cfg.model.name, cfg.data.max_length, cfg.model.trust_remote_code)
     labels = resolve_labels(cfg.data, task)
     cfg.data.labels = labels.names
+    cfg.data.template = auto_template(cfg.data, task, tokenizer)
     data = training_data(cfg.data, task, labels)
     train_examples, val_examples = data.train, data.validation
     if resume is not False and run.file(CONFIG).is_file():
