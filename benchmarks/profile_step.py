@@ -171,7 +171,8 @@ class Bench:
 
     @classmethod
     def build(cls, model: str, rows: int, model_overrides: dict[str, Any]) -> Bench:
-        overrides = {"model": {"name": model, **model_overrides}, "data": {"data": "sst2"}}
+        # The text alone, as the recorded profiles read it: the template only lengthens every row.
+        overrides = {"model": {"name": model, **model_overrides}, "data": {"data": "sst2", "template": "none"}}
         cfg = build_config(overrides=overrides).resolved()
         tokenizer = load_tokenizer(cfg.model.name)
         labels = resolve_labels(cfg.data, "sequence")
