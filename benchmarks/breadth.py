@@ -50,6 +50,7 @@ from benchmarks import record
 from lsllama import Classifier, build_config
 from lsllama.data.dataset import data_root, load_split, resolve_labels, sample
 from lsllama.data.encoding import encode_examples
+from lsllama.run_folder import RunFolder
 from lsllama.training.loop import train_run
 
 CACHE = record.CACHE / "breadth"
@@ -212,7 +213,7 @@ def run_one(name: str, model: str, rows: int, runs_folder: Path) -> dict[str, An
     if name.startswith("long"):
         tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
         examples = load_split(cfg.data, "validation", "sequence", resolve_labels(cfg.data, "sequence"), EVAL_ROWS)
-        _, longer = encode_examples(examples, "sequence", tokenizer, cfg.data)
+        _, longer = encode_examples(examples, "sequence", tokenizer, RunFolder(out).config().data)  # as it ran
         report["validation_texts_longer_than_max_length"], report["max_length"] = longer, cfg.data.max_length
     return report
 

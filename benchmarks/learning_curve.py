@@ -31,9 +31,9 @@ Size with the defaults: 2 data sets × 4 sizes × 3 seeds = 24 cells; × 3 model
 sft) = 72 trainings, plus 24 TF-IDF fits (seconds each). At batch 16 an epoch is 7 / 19 / 63 / 125
 steps for 100 / 300 / 1,000 / 2,000 rows; with a 100-step floor ls and sft make 100 / 100 / 100 / 125
 steps, ls-paper one epoch: about 6,400 optimizer steps in all, 40% of them SFT's, on longer inputs (prompt
-and chat template: SST-2 ~73 tokens against LS's 16, AG News ~124 against 59). Sized to
+and chat template, against LS's shorter `labels` question and the paper recipe's bare text). Sized to
 run in under two hours on a fast machine (a GPU: most of the time is then model loading, 72 times). On
-the 2-core development CPU, at the rates benchmarks/paper.py fitted, one seed takes about 3 hours
+the 2-core development CPU, at the rates benchmarks/paper.py fitted before the template, one seed took about 3 hours
 (SST-2 1, AG News 2; SFT 60% of it): pass fewer --seeds, --rows or --methods there. The record's second
 table gives the measured wall time of every run type, to size the rest from the first seed.
 """

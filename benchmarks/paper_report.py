@@ -32,7 +32,7 @@ from benchmarks.paper_plan import (
     Budget,
     PreparedData,
 )
-from lsllama.config import build_config
+from lsllama.config import AUTO, TEMPLATES, build_config
 from lsllama.run_folder import atomic_write_text
 
 METRIC_TITLE = {"accuracy": "accuracy", "f1": "span F1"}
@@ -233,6 +233,12 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
     return lines
 
 
+def template_name(template: str | None) -> str:
+    """How the protocol names a template: its name in `TEMPLATES`, `none`, or `custom`."""
+    names = {text: name for name, text in TEMPLATES.items()}
+    return "none" if template is None else names.get(template, "custom")
+
+
 def protocol(report: Report) -> list[str]:
     by_method = {record["key"]["method"]: record["key"]["recipe"] for record in report.records}
     lines, label_word_head = [], False
@@ -246,8 +252,8 @@ def protocol(report: Report) -> list[str]:
             train = {"min_steps": 0, **train}
             head = ("head_init",) if task == "sequence" else ()  # the token task's head starts random
             label_word_head |= task == "sequence" and model["head_init"] == "label_names"
-            template = cfg["data"].get("template") or "none"  # a key holds it only where one was read
-            template_now = now.data.template or "none"
+            template = template_name(cfg["data"].get("template"))  # a key holds it only where one was read
+            template_now = template_name(now.data.template if now.data.template != AUTO else TEMPLATES["labels"])
             changed = [f"template {template} (now {template_now})"] if template != template_now else []
             changed += [
                 f"{key.replace('_', ' ')} {section[key]} (now {getattr(current, key)})"

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, pipeline
+from tokenizers.processors import TemplateProcessing
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    pipeline,
+)
 from typer.testing import CliRunner
 
 from lsllama import Classifier, build_config
@@ -169,8 +176,10 @@ def test_model_card_after_evaluate_and_in_the_export(last_run, tmp_path):
     assert (tmp_path / "export" / "lsllama" / "report" / "learning_curves.png").is_file()
 
 
-@pytest.mark.parametrize("template", ["{text}\nIs it {labels}?", "labels"])
-def test_a_template_run_exports_to_the_stock_class_with_the_template_in_its_tokenizer(tmp_path, template):
+@pytest.mark.parametrize(
+    ("template", "with_bos"), [("{text}\nIs it {labels}?", False), ("labels", False), ("labels", True)]
+)
+def test_a_template_run_exports_to_the_stock_class_with_the_template_in_its_tokenizer(tmp_path, template, with_bos):
     folder = tmp_path / "tpl"
     write_jsonl(folder / "data" / "train.jsonl", toy_rows(32, 1))
     write_jsonl(folder / "data" / "validation.jsonl", toy_rows(8, 2))
@@ -182,16 +191,23 @@ def test_a_template_run_exports_to_the_stock_class_with_the_template_in_its_toke
         },
     )
     Classifier.train(cfg, folder / "run", progress=False)
+    if with_bos:  # a tokenizer that puts its own BOS before each text, as Llama's and Gemma's do
+        tokenizer = AutoTokenizer.from_pretrained(folder / "run" / "tokenizer")
+        bos = (tokenizer.bos_token, tokenizer.bos_token_id)
+        tokenizer.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos[0]} $A", special_tokens=[bos])
+        tokenizer.save_pretrained(folder / "run" / "tokenizer")
+        assert Classifier.load(folder / "run", device="cpu").tokenizer("a")["input_ids"][0] == bos[1]
     result = export_run(folder / "run", tmp_path / "export")
     assert result.transformers_class == "LlamaForSequenceClassification" and result.needs_lsllama is None
     assert not (result.path / "template-check").exists()
     assert "is in the tokenizer (its post-processor)" in (result.path / "README.md").read_text()
     clf = Classifier.load(folder / "run", device="cpu")
-    expected = clf.predict_proba(TEXTS)
+    texts = [*TEXTS, "a wonderful story " * 60]  # over max_length: both cut inside the template
+    expected = clf.predict_proba(texts)
     pipe = pipeline("text-classification", model=str(result.path), device="cpu")
-    got = pipe(TEXTS, top_k=None, truncation=True, batch_size=4)
+    got = pipe(texts, top_k=None, truncation=True, batch_size=4)
     np.testing.assert_allclose(pipeline_probs(got, clf.labels.names), expected, atol=1e-4, rtol=0)
     # Control: the same model reading the texts alone gives other probabilities, so the template is what matched.
     bare = pipeline("text-classification", model=str(result.path), tokenizer=clf.tokenizer, device="cpu")
-    assert np.abs(pipeline_probs(bare(TEXTS, top_k=None, batch_size=4), clf.labels.names) - expected).max() > 1e-3
-    np.testing.assert_array_equal(Classifier.load(result.path, device="cpu").predict_proba(TEXTS), expected)
+    assert np.abs(pipeline_probs(bare(texts, top_k=None, batch_size=4), clf.labels.names) - expected).max() > 1e-3
+    np.testing.assert_array_equal(Classifier.load(result.path, device="cpu").predict_proba(texts), expected)

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from lsllama import Classifier, build_config
-from lsllama.config import TEMPLATES, DataConfig, ModelConfig
+from lsllama.config import TEMPLATES, DataConfig, ModelConfig, RunConfig
 from lsllama.data.dataset import Example
 from lsllama.data.encoding import auto_template, encode_examples, template_ids
 from lsllama.errors import UsageError
@@ -77,6 +78,7 @@ def test_a_named_template_is_its_text(tokenizer):
         ("sequence", {"template": "labels"}, "default", TEMPLATES["labels"]),
         ("sequence", {"template": "none"}, "default", None),
         ("sequence", {"problem": "regression"}, "default", None),
+        ("sequence", {"problem": "multi_label"}, "default", None),  # the question asks for one label
         ("sequence", {"text_pair_column": "b"}, "default", None),
         ("token", {}, "default", None),
         ("sequence", {}, "paper", None),
@@ -93,6 +95,14 @@ def test_the_auto_template_is_the_labels_question_unless_the_labels_crowd_out_th
     assert auto_template(many, "sequence", tokenizer) is None  # over a quarter of max_length
     items, _ = encode_examples([Example("x:1", text="a fine film")], "sequence", tokenizer, many)
     assert tokenizer.decode(items[0].input_ids, skip_special_tokens=True) == "a fine film"
+
+
+def test_a_run_saved_before_templates_existed_reads_the_text_alone(tmp_path):
+    saved = build_config(overrides={"data": {"template": "none"}}).resolved().to_dict()
+    del saved["data"]["template"]  # as config.yaml was written before the setting existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert RunConfig.load(tmp_path / "config.yaml").data.template is None
+    assert build_config().data.template == "auto"  # while a new run gets the default
 
 
 def test_a_default_run_saves_the_template_it_read(tmp_path):

@@ -106,8 +106,9 @@ class DataConfig:
     """Sequence task, single texts: the model reads `template` with `{text}` replaced by the text (and `{labels}`
     by the label names), e.g. `"{text}\nSentiment:"`, or a name in `TEMPLATES` (`labels`: "Possible labels:
     {labels}.\nText: {text}\nLabel:"). Long texts are cut inside `{text}`, never the template. `auto`: `labels`
-    for classifying single texts where it takes at most a quarter of `max_length`, else none (the token task,
-    text pairs, regression); `none`: the text alone. The saved config holds the template's text."""
+    for single-label classification of single texts where it takes at most a quarter of `max_length`, else
+    none (the token task, text pairs, multi-label, regression); `none`: the text alone. The saved config
+    holds the template's text."""
     max_length: int = 128
     """Most tokens per model input (special tokens included); at most the model's context length."""
     long_text: str = "head"
@@ -230,7 +231,12 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(read_config_file(path), source=str(path))
+        """A run folder's saved config; a setting it has no key for ran as `RAN_BEFORE_ADDED` says."""
+        raw = with_current_keys(read_config_file(path), str(path))
+        for section, added in RAN_BEFORE_ADDED.items():
+            if isinstance(raw.get(section), dict):
+                raw[section] = {**added, **raw[section]}
+        return cls.from_dict(raw, source=str(path))
 
 
 def _check_choices(cfg: RunConfig) -> None:
@@ -241,7 +247,7 @@ def _check_choices(cfg: RunConfig) -> None:
         raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {cfg.model.pooling!r}")
     if cfg.model.head_init not in HEAD_INITS:
         raise UsageError(f"--head-init must be one of {', '.join(HEAD_INITS)}, got {cfg.model.head_init!r}")
-    if cfg.data.template not in (None, AUTO, *TEMPLATES) and "{text}" not in cfg.data.template:
+    if cfg.data.template not in (None, AUTO) and "{text}" not in cfg.data.template:
         names = ", ".join([AUTO, NO_TEMPLATE, *TEMPLATES])
         raise UsageError(f"--template must contain {{text}} or be one of {names}, got {cfg.data.template!r}")
     if cfg.data.template not in (None, AUTO) and (cfg.task == "token" or cfg.data.text_pair_column):
@@ -277,8 +283,9 @@ def _check_data_sizes(cfg: RunConfig) -> None:
 
 
 def classifies_single_texts(task: str, data: DataConfig) -> bool:
-    """Where `template: auto` may put the text in a question: labels to name, one text to put there."""
-    return task == "sequence" and not data.text_pair_column and data.problem != "regression"
+    """Where `template: auto` puts the text in a question: one label per text, one text to put there (the
+    question asks for one label, and only single-label runs have measured it)."""
+    return task == "sequence" and not data.text_pair_column and data.problem == "single_label"
 
 
 def _resolve_template_name(cfg: RunConfig) -> None:
@@ -348,6 +355,9 @@ def read_config_file(path: str | Path) -> Any:
 
 RENAMED_KEYS = {"train": {"gradient_accumulation": "micro_batches"}}
 """Keys renamed since run folders were first written, old name -> new: read under the new name, same meaning."""
+RAN_BEFORE_ADDED = {"data": {"template": None}}
+"""Settings added since run folders were first written, whose default is not what those runs computed with:
+a saved config without the key ran with this value (no template), not today's default (`auto`)."""
 
 
 def with_current_keys(raw: Any, source: str) -> dict[str, Any]:

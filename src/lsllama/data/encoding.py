@@ -149,11 +149,13 @@ def auto_template(cfg: DataConfig, task: str, tokenizer: PreTrainedTokenizerBase
     """What `template: auto` reads for this run: `TEMPLATES["labels"]` for classifying single texts (the
     label-word head then starts as the model's choice among the label words after a question that lists
     them: docs/results.md, "Small data"), unless its tokens would take over a quarter of `max_length` (many
-    labels); none for the token task, text pairs and regression. Any other value is the user's."""
+    labels); none where `classifies_single_texts` says no. Any other value is the user's."""
     if cfg.template != AUTO:
         return cfg.template
     if not classifies_single_texts(task, cfg):
         return None
+    if not cfg.labels:
+        raise ValueError("template auto: the labels must be known before the template is chosen")
     labelled = dataclasses.replace(cfg, template=TEMPLATES["labels"])
     return labelled.template if sum(map(len, template_ids(labelled, tokenizer))) <= cfg.max_length // 4 else None
 

@@ -153,7 +153,8 @@ def export_run(run_dir: str | Path, output: str | Path, overwrite: bool = False)
                 shutil.copy2(source, tmp / EXPORTED_RUN / name)
         tokenizer = AutoTokenizer.from_pretrained(run.file(TOKENIZER))
         if reason is None and config.data.template is not None:
-            tokenizer, reason = tokenizer_with_template(tokenizer, config.data, tmp / "template-check")
+            data = dataclasses.replace(config.data, labels=labels)  # the run's own label map
+            tokenizer, reason = tokenizer_with_template(tokenizer, data, tmp / "template-check")
         if reason is None:
             model = merged_model(run, labels, tokenizer)
             model.save_pretrained(tmp)
@@ -193,7 +194,7 @@ def tokenizer_with_template(
     tokenizer.save_pretrained(scratch)
     reloaded = AutoTokenizer.from_pretrained(scratch)
     shutil.rmtree(scratch)
-    return reloaded, None if reloaded("a b")["input_ids"] == expected else why_not
+    return (reloaded, None) if reloaded("a b")["input_ids"] == expected else (tokenizer, why_not)
 
 
 def lsllama_usage(name: str) -> list[str]:
@@ -284,7 +285,7 @@ def _sequence_pipeline(name: str, config: RunConfig, tokenizer: PreTrainedTokeni
     ]
     if config.data.template is not None:
         notes.append(
-            f"- The run's template (`{config.data.template}`) is in the tokenizer (its post-processor): the pipeline "
+            f"- The run's template ({config.data.template!r}) is in the tokenizer (its post-processor): the pipeline "
             "reads each text inside it, as lsllama does; give it the text alone."
         )
     if config.data.problem == "multi_label":
