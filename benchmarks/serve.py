@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks import record
 
-CACHED_RUN = record.CACHE / "serve-smollm2-sst2-200"
+CACHED_RUN = record.CACHE / "serve-smollm2-sst2-200-labels"  # the defaults since the `labels` template
 
 
 def default_run() -> Path:
