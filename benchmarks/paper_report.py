@@ -234,8 +234,10 @@ def findings(report: Report, stats: dict[tuple[str, str], Stats]) -> list[str]:
 
 
 def template_name(template: str | None) -> str:
-    """How the protocol names a template: its name in `TEMPLATES`, `none`, or `custom`."""
-    names = {text: name for name, text in TEMPLATES.items()}
+    """How the protocol names a template: `auto` (a key holds the setting as configured, before the run
+    resolves it: the `labels` question for these single-label sets), a name in `TEMPLATES`, `none`, or
+    `custom`."""
+    names = {AUTO: AUTO, **{text: name for name, text in TEMPLATES.items()}}
     return "none" if template is None else names.get(template, "custom")
 
 
@@ -253,7 +255,7 @@ def protocol(report: Report) -> list[str]:
             head = ("head_init",) if task == "sequence" else ()  # the token task's head starts random
             label_word_head |= task == "sequence" and model["head_init"] == "label_names"
             template = template_name(cfg["data"].get("template"))  # a key holds it only where one was read
-            template_now = template_name(now.data.template if now.data.template != AUTO else TEMPLATES["labels"])
+            template_now = template_name(now.data.template)
             changed = [f"template {template} (now {template_now})"] if template != template_now else []
             changed += [
                 f"{key.replace('_', ' ')} {section[key]} (now {getattr(current, key)})"

@@ -217,3 +217,16 @@ def test_sft_makes_as_many_optimizer_steps_as_an_lsllama_run_of_its_rows(tmp_pat
             path, task, rows, LabelledTexts(rows.texts[:2], [0, 1]), lora, recipe, 0, torch.device("cpu")
         )
         assert result["train_steps"] == steps
+
+
+def test_the_protocol_names_a_runs_template_as_it_was_configured():
+    from benchmarks.paper_report import template_name
+
+    from lsllama.config import TEMPLATES
+
+    assert [template_name(t) for t in (None, "auto", TEMPLATES["labels"], "{text}\nSentiment:")] == [
+        "none",
+        "auto",
+        "labels",
+        "custom",
+    ]
