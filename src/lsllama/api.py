@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from lsllama.config import PRECISIONS, RunConfig
 from lsllama.data.dataset import Example, LabelSet, load_split
-from lsllama.data.encoding import encode_examples
+from lsllama.data.encoding import encode_examples, shared_prefix_ids
 from lsllama.errors import DataError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, softmax, split_metrics
 from lsllama.evaluation.scoring import sigmoid
@@ -77,6 +77,8 @@ class Classifier:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
+        if config.task == "sequence":
+            model.share_prefix(shared_prefix_ids(config.data, tokenizer))
         self.labels = LabelSet(config.data.labels or [], config.data.problem)
         self.device = device
 

@@ -173,6 +173,15 @@ def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[l
     return encode(before), encode(after)
 
 
+def shared_prefix_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The ids every encoded row of a single-text run starts with: the tokenizer's own (BOS) and the
+    template's part before `{text}` (`LabelSupervisedModel.share_prefix`). `cfg.template` is resolved."""
+    before, _ = template_ids(cfg, tokenizer)
+    if cfg.text_pair_column or not before:
+        return []
+    return sequence_layout(tokenizer).prefix + before
+
+
 def encode_sequences(
     examples: list[Example],
     tokenizer: PreTrainedTokenizerBase,

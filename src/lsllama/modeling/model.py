@@ -31,8 +31,9 @@ from lsllama.evaluation.scoring import DEFAULT_THRESHOLD
 from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.loading import load_backbone, model_source
-from lsllama.modeling.masks import configure_attention, text_config
+from lsllama.modeling.masks import LAYER_KEY, configure_attention, text_config
 from lsllama.modeling.pooling import pool
+from lsllama.modeling.prefix import SharedPrefix, cache_keyword
 from lsllama.modeling.problems import TargetScaling
 from lsllama.tuning import CPU_MATH_ATTENTION_MAX_LENGTH
 
@@ -95,6 +96,8 @@ class LabelSupervisedModel(nn.Module):
         self.pooling = pooling
         self.compute_dtype = compute_dtype
         self.problem = problem
+        self.shared_prefix: SharedPrefix | None = None
+        """Ids every row starts with (`share_prefix`), read once per evaluation."""
         self.head_from_words = False
         """Whether the head starts from the model's output rows for the label words (`build_model`): then
         the untrained model is already a classifier worth scoring (step 0)."""
@@ -123,9 +126,7 @@ class LabelSupervisedModel(nn.Module):
         """Logits, or (regression) values in the target's units. `groups` (rows,): the output row each
         input row belongs to, when some texts are read in several windows."""
         with self.autocast(input_ids.device), attention_kernels(input_ids):
-            hidden = self.backbone(
-                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-            ).last_hidden_state
+            hidden, attention_mask = self.final_hidden(input_ids, attention_mask)
         # The head runs in fp32, outside autocast: cheap, and keeps logits and its gradients exact.
         if self.task == "token":
             return self.score(hidden.float())
@@ -138,6 +139,36 @@ class LabelSupervisedModel(nn.Module):
         if self.problem == "regression":
             return output * self.target_std + self.target_mean
         return output
+
+    def final_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's last hidden states and the mask that goes with them: at inference, when every row
+        starts with the shared prefix, the columns after it only (the prefix's keys and values come cached)."""
+        prefix = self.shared_prefix
+        if prefix is not None and not self.training and not torch.is_grad_enabled():
+            prefix.compute(self.backbone, input_ids.device)
+            if prefix.covers(input_ids, attention_mask):
+                cache = {cache_keyword(self.backbone): prefix.cache(input_ids.shape[0])}
+                n = len(prefix)
+                output = self.backbone(
+                    input_ids=input_ids[:, n:], attention_mask=attention_mask, use_cache=True, **cache
+                )
+                return output.last_hidden_state, attention_mask[:, n:]
+        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return output.last_hidden_state, attention_mask
+
+    def share_prefix(self, ids: list[int]) -> None:
+        """Declare the ids every input row starts with (a template's part before the text). Kept only where
+        a row's pooled vector cannot depend on them being cached: a sequence task pooling its last token,
+        under causal attention."""
+        config = text_config(self.backbone.config)
+        causal = getattr(config, "is_causal", True) is not False and getattr(config, LAYER_KEY, None) is None
+        usable = len(ids) > 1 and self.task == "sequence" and self.pooling == "last" and causal
+        self.shared_prefix = SharedPrefix(ids) if usable else None
+
+    def train(self, mode: bool = True) -> LabelSupervisedModel:
+        if mode and self.shared_prefix is not None:
+            self.shared_prefix.forget()  # the weights are about to change
+        return super().train(mode)
 
     def set_thresholds(self, values: list[float]) -> None:
         """Multi-label decision thresholds (probabilities), one per label in label order."""
@@ -152,6 +183,8 @@ class LabelSupervisedModel(nn.Module):
             and not (getattr(self.backbone, "is_loaded_in_8bit", False))
         ):
             self.backbone = self.backbone.merge_and_unload()
+        if self.shared_prefix is not None:
+            self.shared_prefix.forget()
 
     def saved_names(self) -> set[str]:
         """Names of what a run keeps, without touching the tensors (they may be shards of other processes')."""
@@ -172,6 +205,8 @@ class LabelSupervisedModel(nn.Module):
             )
         with torch.no_grad():
             params = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+            if self.shared_prefix is not None:
+                self.shared_prefix.forget()
             for name, tensor in state.items():
                 if params[name].shape != tensor.shape:
                     raise RunError(

@@ -28,7 +28,15 @@ from lsllama.config import DataConfig, RunConfig
 from lsllama.data import batching
 from lsllama.data.batching import collate_items, shard, train_batches
 from lsllama.data.dataset import VALIDATION_ROWS, Example, LabelSet, TrainingData, resolve_labels, training_data
-from lsllama.data.encoding import IGNORE, Item, auto_template, encode_examples, label_words, sequence_layout
+from lsllama.data.encoding import (
+    IGNORE,
+    Item,
+    auto_template,
+    encode_examples,
+    label_words,
+    sequence_layout,
+    shared_prefix_ids,
+)
 from lsllama.errors import RunError, TrainingError, UsageError
 from lsllama.evaluation.evaluate import predict_logits, split_metrics
 from lsllama.evaluation.report import read_events
@@ -248,6 +256,8 @@ class Trainer:
             inputs.scaling,
             label_words(cfg.data),
         )
+        if cfg.task == "sequence":
+            model.share_prefix(shared_prefix_ids(cfg.data, inputs.tokenizer))
         total_steps = planned_steps(lambda epoch: _plan(cfg, inputs, epoch), cfg.train.epochs, cfg.train.min_steps)
         train = cfg.train
         optimizer = _optimizer(model, train.learning_rate, train.weight_decay, train.head_learning_rate)
