@@ -109,6 +109,17 @@ def markdown(summary: dict, started: record.Record) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scalar(text: str) -> object:
+    """A YAML scalar, except that `1e-3` is the number (YAML 1.1 reads it as a string without a dot)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def table(runs: list[dict], datasets: list[str], values: list) -> list[dict]:
     """Mean and spread over seeds, one row per data set and value."""
     rows = []
@@ -149,7 +160,7 @@ def main(argv: list[str]) -> None:
     elif "." not in args.setting or args.setting.split(".")[0] not in CONFIG_SECTIONS:
         parser.error(f"--setting must be model.KEY, data.KEY, train.KEY or lsllama.module.NAME, got {args.setting!r}")
     started = record.Record.start(__name__, argv)
-    values = [yaml.safe_load(v) for v in args.values]
+    values = [scalar(v) for v in args.values]
     runs = [
         run(args.model, dataset, args.setting, value, seed, args.train_rows, args.eval_rows, args.cache)
         for dataset in args.data

@@ -451,3 +451,11 @@ def test_ner_summary_gives_each_variant_its_mean_and_spread_over_seeds():
     lines = table(summary)
     assert lines[2].startswith("| bidirectional | 42, 43 | 0.800 ± 0.085 | 0.770 ± 0.085 |")
     assert lines[3].startswith("| causal | 42 | 0.640 | 0.620 |")
+
+
+def test_ablation_values_are_yaml_scalars_and_exponents_are_numbers():
+    from benchmarks.ablation import scalar
+
+    assert scalar("1e-3") == 0.001 and scalar("5e-4") == 0.0005  # YAML 1.1 alone reads these as strings
+    assert scalar("0.05") == 0.05 and scalar("16") == 16 and scalar("true") is True
+    assert scalar("all-linear") == "all-linear" and scalar("null") is None
