@@ -110,7 +110,7 @@ LearningRate = Annotated[
     Opt(
         "--learning-rate",
         "--lr",
-        help=f"Peak learning rate (default {T.learning_rate:g}; token task {TOKEN['learning_rate']:g}).",
+        help=f"Peak learning rate (default {T.learning_rate:g}).",
     ),
 ]
 BatchSize = Annotated[int | None, Opt(help=f"Examples per optimizer step, global (default {T.batch_size}).")]

@@ -16,18 +16,21 @@ SST-2 is markedly faster, at the same accuracy (`benchmarks/profile_step.py --sw
 keep the flash kernel, which never holds the (width x width) attention weights, and so does inference
 (no backward pass). sdpa only; accelerators are untouched. Used by lsllama.modeling.model."""
 
-CPU_MICRO_BATCH_TOKENS = 1024
+CPU_MICRO_BATCH_TOKENS = 512
 """On CPU, a training batch of more padded tokens than this (per process) runs as several
 micro-batches, with the same gradients (the loss is always divided by the whole batch's targets).
 Every pass also pays a fixed cost, about half of it the matmuls that read every frozen weight forward
 and backward (benchmarks/results/profile_breakdown.md), so fewer, longer passes train faster; but each
 token keeps its activations until backward (about 0.8 MB for the default model:
-benchmarks/results/profile_shapes.md), and the widest batches set a run's peak RSS. 1024 tokens (about
-850 MB of activations) runs typical batches of 16 SST-2 sentences whole and keeps lsllama's peak RSS within
-1.5x the official recipe's (`benchmarks/speed.py` reports both; the cap was 384 while the target was
-1x); CoNLL-2003's span F1 is the same within seed noise with either cap, and training faster with this
-one (`benchmarks/ablation.py`: benchmarks/results/ablation_cpu_micro_batch_tokens.md). On GPUs a batch
-is split only on out-of-memory. Used by lsllama.training.loop."""
+benchmarks/results/profile_shapes.md), and the widest batches set a run's peak RSS. Since the `labels`
+template made SST-2's rows about twice as long, most batches of 16 still fit in 512 tokens but the
+widest come near 1024: under a cap of 1024 (the cap before) they ran whole and put lsllama's peak RSS
+at the edge of the 1.5x rule against the official recipe's; 512 splits only those (about one batch in
+five of the speed benchmark's) and keeps the widest pass's activations near 400 MB (`benchmarks/speed.py`
+reports peak RSS and speed side by side; the cap was 384 while the target was 1x). CoNLL-2003's
+span F1 was the same within seed noise with caps 384 and 1024 (`benchmarks/ablation.py`:
+benchmarks/results/ablation_cpu_micro_batch_tokens.md). On GPUs a batch is split only on
+out-of-memory. Used by lsllama.training.loop."""
 
 CPU_BATCH_TOKENS = 512
 """On CPU an inference batch also stops at this many padded tokens: there a batch whose activations stay
