@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import importlib
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -112,11 +113,8 @@ def markdown(summary: dict, started: record.Record) -> str:
 def scalar(text: str) -> object:
     """A YAML scalar, except that `1e-3` is the number (YAML 1.1 reads it as a string without a dot)."""
     value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value):
+        return float(value)
     return value
 
 

@@ -3,15 +3,15 @@
     python -m benchmarks ner [--variants bidirectional causal layerwise] [--train-rows 2000] [--seeds 42 43 44]
 
 Each variant is the plain `lsllama train --data conll2003 --max-train-samples 2000 --seed S` run
-(token-task defaults: 3 epochs, lr 5e-4, LoRA on all linear layers), with the attention flag changed.
-The model is selected on the full validation split (3,250 sentences, every word scored); the test
-split is reported for the selected model. Three seeds, because one is not enough here: a run's
-trajectory at lr 1e-3 (the token default until 2026-12-05) turned on rounding (two seed-42 runs that
-differed only in how batches were split into micro-batches, which gives the same gradients up to
-rounding, ended 0.12 span F1 apart). Finished runs are cached in benchmarks/cache/ner/, so an
-interrupted benchmark resumes; the cache does not notice a change of lsllama's defaults, so after one
-move that folder away first. Writes benchmarks/results/ner.json (every run, and each variant's mean and
-standard deviation) and ner.md.
+(token-task defaults: 3 epochs, lr 5e-4, LoRA on all linear layers), with the attention flag changed. The model
+is selected on the full validation split (3,250 sentences, every word scored); the test split is
+reported for the selected model. Three seeds, because one is not enough here: a run's trajectory at lr
+1e-3 (the token default until 2026-12-05) turned on rounding (two seed-42 runs that differed only in how
+batches were split into micro-batches, which gives the same gradients up to rounding, ended 0.12 span F1
+apart). Finished runs are cached in benchmarks/cache/ner/, so an interrupted benchmark resumes; after a
+change of lsllama's defaults lsllama refuses to continue a cached run with other settings, so move that
+folder away first. Writes benchmarks/results/ner.json (every run, and each variant's mean and standard
+deviation) and ner.md.
 """
 
 from __future__ import annotations

@@ -78,7 +78,18 @@ benchmarks/results/small_data.md), pinned like `RECORDED_MODEL`."""
 RECORDED_DATA = {"template": "none"}
 """Data settings whose package default changed after the suite ran (no template -> `auto`, the `labels`
 question, benchmarks/results/labels_300/small_data.md), pinned like `RECORDED_MODEL`."""
-RECIPES = {"recorded": {"model": RECORDED_MODEL, "data": RECORDED_DATA, "train": RECORDED_TRAIN}, "defaults": {}}
+RECORDED_TOKEN_TRAIN = {"learning_rate": 1e-3}
+"""The token task's own train settings whose default changed after the suite ran (lr 1e-3 -> the sequence
+task's 5e-4, benchmarks/results/ablation_learning_rate.md), pinned for its runs only."""
+RECIPES = {
+    "recorded": {
+        "model": RECORDED_MODEL,
+        "data": RECORDED_DATA,
+        "train": RECORDED_TRAIN,
+        "token": {"train": RECORDED_TOKEN_TRAIN},
+    },
+    "defaults": {},
+}
 """`--recipe`: the settings the recorded suite ran with (its runs stay cached), or today's package defaults
 (label-word head, `labels` template, at least 100 steps for LS and, the step floor, for SFT: their runs get
 their own keys)."""
@@ -143,7 +154,7 @@ def half_of_layers(model_path: str) -> int:
 
 def sequence_defaults(ctx: Context) -> RunConfig:
     """The sequence task's defaults as the suite runs them (what SFT, zero-shot and the workload read)."""
-    pinned = {section: dict(values) for section, values in ctx.pinned.items()}
+    pinned = {section: dict(values) for section, values in ctx.pinned.items() if section != "token"}
     return build_config(task="sequence", overrides=pinned).resolved()
 
 
@@ -156,15 +167,17 @@ def sft_train(ctx: Context) -> TrainConfig:
 def ls_config(run: Run, ctx: Context) -> RunConfig:
     """lsllama's own defaults for the task (what `lsllama train` would use, but for the settings pinned in
     `ctx.pinned`), with the variant's masking and pooling, the prepared data and the seed."""
+    task = DATASETS[run.dataset].task
     model = {**ctx.pinned.get("model", {}), **METHODS[run.method].ls, "name": ctx.model_path}
     if model.get("unmask_from_layer") == HALF:
         model["unmask_from_layer"] = half_of_layers(ctx.model_path)
+    train = {**ctx.pinned.get("train", {}), **ctx.pinned.get(task, {}).get("train", {})}
     overrides = {
         "model": model,
         "data": {**ctx.pinned.get("data", {}), "data": str(ctx.data[run.dataset].folder)},
-        "train": {**ctx.pinned.get("train", {}), "seed": run.seed, "tensorboard": False},
+        "train": {**train, "seed": run.seed, "tensorboard": False},
     }
-    return build_config(task=DATASETS[run.dataset].task, overrides=overrides).resolved()
+    return build_config(task=task, overrides=overrides).resolved()
 
 
 NOT_IN_KEY = ("compile",)

@@ -458,4 +458,4 @@ def test_ablation_values_are_yaml_scalars_and_exponents_are_numbers():
 
     assert scalar("1e-3") == 0.001 and scalar("5e-4") == 0.0005  # YAML 1.1 alone reads these as strings
     assert scalar("0.05") == 0.05 and scalar("16") == 16 and scalar("true") is True
-    assert scalar("all-linear") == "all-linear" and scalar("null") is None
+    assert scalar("all-linear") == "all-linear" and scalar("null") is None and scalar("nan") == "nan"

@@ -3,6 +3,8 @@ fewer tokens, in every family; never while training or where attention or poolin
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,42 @@ def test_every_family_scores_the_same_with_the_prefix_cached(tokenizer, family):
     with torch.no_grad():
         plain = model(ids, mask)
         model.share_prefix(prefix)
-        cached = model(ids, mask)
-    assert model.shared_prefix.keys_values is not None
+        seen, handle = _backbone_tokens(model)
+        try:
+            cached = model(ids, mask)
+        finally:
+            handle.remove()
+    assert seen == [len(prefix), ids.numel() - len(rows) * len(prefix)]  # the prefix alone, then the rest
     torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_the_prefix_is_forgotten_when_weights_or_device_change(make_model):
+    model = make_model()
+    model.share_prefix([1, 5, 6, 7])
+    ids, mask = torch.tensor([[1, 5, 6, 7, 20]]), torch.ones(1, 5, dtype=torch.long)
+    for change in (lambda: model.load_state_dict(model.state_dict()), lambda: model.to(torch.float32)):
+        with torch.no_grad():
+            model(ids, mask)
+        assert model.shared_prefix.keys_values is not None
+        change()
+        assert model.shared_prefix.keys_values is None
+
+
+def test_rotary_scaling_that_follows_the_call_length_shares_no_prefix():
+    from transformers import LlamaConfig
+
+    from lsllama.modeling.prefix import rescales_with_length
+
+    assert not rescales_with_length(LlamaConfig())
+    assert rescales_with_length(LlamaConfig(rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+
+
+def test_an_unresolved_auto_template_shares_the_prefix_it_resolves_to(template_run, tokenizer):
+    from lsllama.config import TEMPLATES, RunConfig
+    from lsllama.data.encoding import shared_prefix_ids
+
+    resolved = RunConfig.load(template_run / "config.yaml").data
+    assert resolved.template == TEMPLATES["labels"]
+    unresolved = dataclasses.replace(resolved, template="auto")  # as a config built in Python holds it
+    assert len(shared_prefix_ids(resolved, tokenizer)) > 4
+    assert shared_prefix_ids(unresolved, tokenizer) == shared_prefix_ids(resolved, tokenizer)

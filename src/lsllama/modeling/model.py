@@ -33,7 +33,7 @@ from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.loading import load_backbone, model_source
 from lsllama.modeling.masks import LAYER_KEY, configure_attention, text_config
 from lsllama.modeling.pooling import pool
-from lsllama.modeling.prefix import SharedPrefix, cache_keyword
+from lsllama.modeling.prefix import SharedPrefix, cache_keyword, rescales_with_length
 from lsllama.modeling.problems import TargetScaling
 from lsllama.tuning import CPU_MATH_ATTENTION_MAX_LENGTH
 
@@ -98,6 +98,7 @@ class LabelSupervisedModel(nn.Module):
         self.problem = problem
         self.shared_prefix: SharedPrefix | None = None
         """Ids every row starts with (`share_prefix`), read once per evaluation."""
+        self.register_load_state_dict_post_hook(self.forget_prefix)
         self.head_from_words = False
         """Whether the head starts from the model's output rows for the label words (`build_model`): then
         the untrained model is already a classifier worth scoring (step 0)."""
@@ -163,12 +164,21 @@ class LabelSupervisedModel(nn.Module):
         config = text_config(self.backbone.config)
         causal = getattr(config, "is_causal", True) is not False and getattr(config, LAYER_KEY, None) is None
         usable = len(ids) > 1 and self.task == "sequence" and self.pooling == "last" and causal
-        self.shared_prefix = SharedPrefix(ids) if usable else None
+        self.shared_prefix = SharedPrefix(ids) if usable and not rescales_with_length(config) else None
 
     def train(self, mode: bool = True) -> LabelSupervisedModel:
-        if mode and self.shared_prefix is not None:
-            self.shared_prefix.forget()  # the weights are about to change
+        if mode:
+            self.forget_prefix()  # the weights are about to change
         return super().train(mode)
+
+    def forget_prefix(self, *_: object) -> None:
+        """The shared prefix's keys and values are recomputed at the next evaluation (the weights changed)."""
+        if getattr(self, "shared_prefix", None) is not None:
+            self.shared_prefix.forget()
+
+    def _apply(self, fn, recurse: bool = True):
+        self.forget_prefix()  # .to(device / dtype): the cached keys and values would stay where they were
+        return super()._apply(fn, recurse)
 
     def set_thresholds(self, values: list[float]) -> None:
         """Multi-label decision thresholds (probabilities), one per label in label order."""
@@ -183,8 +193,7 @@ class LabelSupervisedModel(nn.Module):
             and not (getattr(self.backbone, "is_loaded_in_8bit", False))
         ):
             self.backbone = self.backbone.merge_and_unload()
-        if self.shared_prefix is not None:
-            self.shared_prefix.forget()
+        self.forget_prefix()
 
     def saved_names(self) -> set[str]:
         """Names of what a run keeps, without touching the tensors (they may be shards of other processes')."""
@@ -205,8 +214,7 @@ class LabelSupervisedModel(nn.Module):
             )
         with torch.no_grad():
             params = {**dict(self.named_parameters()), **dict(self.named_buffers())}
-            if self.shared_prefix is not None:
-                self.shared_prefix.forget()
+            self.forget_prefix()
             for name, tensor in state.items():
                 if params[name].shape != tensor.shape:
                     raise RunError(

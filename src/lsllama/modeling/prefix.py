@@ -16,13 +16,22 @@ import inspect
 
 import torch
 from peft import PeftModel
-from transformers import Cache, PreTrainedModel
+from transformers import Cache, PretrainedConfig, PreTrainedModel
 
 
 def cache_keyword(backbone: PreTrainedModel) -> str:
     """transformers 5.x renamed the forward argument `past_key_values` to `cache`; either works here."""
     base = backbone.get_base_model() if isinstance(backbone, PeftModel) else backbone
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def rescales_with_length(config: PretrainedConfig) -> bool:
+    """Whether the rotary embedding changes with the longest position of each call (dynamic NTK scaling,
+    longrope's long factors): then the prefix, computed alone, would get other frequencies than the rows
+    it is shared with, so it is not shared."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    per_layer_type = [value for value in params.values() if isinstance(value, dict)]  # e.g. Gemma3
+    return any(p.get("rope_type") in ("dynamic", "longrope") for p in (params, *per_layer_type))
 
 
 class SharedPrefix:
