@@ -20,7 +20,9 @@ holds out of the training file and the N rows come from the rest) and is scored 
             rows are the reported ones)
 
 The LS runs keep their best evaluation (lsllama's default), chosen on the same validation rows they
-are scored on; SFT and TF-IDF have no such selection. Each finished run stays in --cache (LS: its run
+are scored on; SFT and TF-IDF have no such selection. That flatters LS (most at the smallest sizes, where
+the step floor makes many epochs, each evaluated), so the table also gives ls's last weights, scored on
+the same rows with no selection: the like-for-like line against SFT. Each finished run stays in --cache (LS: its run
 folder; SFT, TF-IDF: one JSON), so an interrupted benchmark resumes; runs go seed by seed, cheapest
 first (TF-IDF, then the smallest sizes), so a partial run already gives a curve, and `--report-only`
 renders what is cached. The cache does not notice a change of lsllama's defaults: after one, use a new
@@ -43,7 +45,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -64,7 +65,7 @@ from benchmarks.paper_plan import DATASETS
 from benchmarks.record import CACHE, RESULTS, Record, parser
 from benchmarks.small_data import mean_std, run_once
 from lsllama.api import default_device
-from lsllama.config import RunConfig, build_config
+from lsllama.config import RunConfig, TrainConfig, build_config
 from lsllama.data.dataset import Example, resolve_labels, training_data
 from lsllama.run_folder import CONFIG, atomic_write_text
 
@@ -75,6 +76,12 @@ METHODS = {
     "sft": "instruction SFT (same rows, LoRA and steps as ls)",
 }
 STEP0 = "ls at step 0 (zero-shot through the head)"
+LAST = "ls, its last weights (no selection on the scored rows)"
+STYLES = {
+    "step0": {"linestyle": "--", "marker": "x", "color": "gray"},
+    "last": {"linestyle": ":", "marker": ".", "color": "black"},
+}
+"""How the chart draws the two extra LS lines (the methods' own lines: solid, with markers)."""
 LS_FLAGS = {"ls": [], "ls-paper": ["--head-init", "random", "--min-steps", "0", "--template", "none"]}
 """`lsllama train` flags of each LS method beyond data, rows, model and seed."""
 WALL_TIME = "learning_curve_seconds.json"
@@ -145,15 +152,15 @@ def ls_result(run: Run, setup: Setup) -> dict[str, Any]:
         atomic_write_text(folder / WALL_TIME, json.dumps({"seconds": time.perf_counter() - start}) + "\n")
     wall = json.loads((folder / WALL_TIME).read_text())["seconds"] if (folder / WALL_TIME).is_file() else None
     cfg = RunConfig.load(folder / CONFIG)
-    return {**result, "seconds": wall, "head_init": cfg.model.head_init, "min_steps": cfg.train.min_steps}
+    last = result["curve"][-1][1]  # the evaluation at the run's end: the weights SFT is scored with
+    return {**result, "last": last, "seconds": wall, "head_init": cfg.model.head_init, "min_steps": cfg.train.min_steps}
 
 
-def sft_epochs(steps: int, batches_per_epoch: int) -> float:
-    """The `epochs` for which instruction_sft's ceil(epochs × batches per epoch) is exactly `steps`."""
-    epochs = steps / batches_per_epoch
-    while math.ceil(epochs * batches_per_epoch) > steps:
-        epochs = math.nextafter(epochs, 0.0)
-    return epochs
+def sft_recipe(ls_recipe: TrainConfig, steps: int) -> TrainConfig:
+    """The ls run's optimiser settings for exactly its `steps` optimizer steps: no epochs of its own and the
+    step count as the floor (instruction_sft plans its steps as lsllama does: `planned_steps`). Epochs
+    worked out from the steps would round to one step more where an epoch does not divide them."""
+    return dataclasses.replace(ls_recipe, epochs=0.0, min_steps=steps)
 
 
 def labelled_texts(cfg: RunConfig, rows: int, eval_rows: int) -> tuple[LabelledTexts, LabelledTexts, list[str]]:
@@ -175,9 +182,7 @@ def sft_result(run: Run, setup: Setup) -> dict[str, Any]:
     steps = ls_result(ls_run, setup)["steps"]
     cfg = RunConfig.load(setup.path(ls_run) / CONFIG)
     train, evaluation, labels = labelled_texts(cfg, run.rows, setup.eval_rows)
-    # The epochs that make exactly the ls run's steps; no floor on top (the ls run's floor is in `steps`).
-    epochs = sft_epochs(steps, math.ceil(len(train.texts) / cfg.train.batch_size))
-    recipe = dataclasses.replace(cfg.train, epochs=epochs, min_steps=0)
+    recipe = sft_recipe(cfg.train, steps)
     task = PromptTask(DATASETS[run.dataset].prompt_task, labels, cfg.data.max_length)
     start = time.perf_counter()
     metrics = instruction_sft(setup.model_path, task, train, evaluation, cfg.model, recipe, run.seed, default_device())
@@ -232,7 +237,7 @@ def lines(methods: list[str]) -> list[tuple[str, str, str]]:
     for method in methods:
         result.append((METHODS[method], method, "accuracy"))
         if method == "ls":
-            result.append((STEP0, "ls", "step0"))
+            result += [(STEP0, "ls", "step0"), (LAST, "ls", "last")]
     return result
 
 
@@ -287,7 +292,7 @@ def chart(found: list[dict], datasets: list[str], sizes: list[int], methods: lis
                 continue
             means = [statistics.mean(v) for _, v in points]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
-            style = {"linestyle": "--", "marker": "x", "color": "gray"} if key == "step0" else {"marker": "o"}
+            style = STYLES.get(key, {"marker": "o"})
             ax.errorbar([n for n, _ in points], means, yerr=stds, capsize=3, label=label, **style)
         ax.set_xscale("log")
         ax.minorticks_off()

@@ -4,15 +4,15 @@ report from a partial cache, and SFT trained for the step count of the LS run be
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from benchmarks.learning_curve import plan, sft_epochs
+from benchmarks.learning_curve import plan, sft_recipe
 
-from lsllama.data.batching import train_batches
+from lsllama.config import TrainConfig
+from lsllama.training.loop import planned_steps
 
 from .conftest import DATA_ROOT, REPO
 
@@ -32,13 +32,13 @@ def cache_files(tmp_path: Path) -> dict[str, int]:
     return {str(p.relative_to(tmp_path)): p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file()}
 
 
-def test_sft_is_given_the_epochs_that_make_exactly_the_ls_run_steps():
-    # instruction_sft trains ceil(epochs × batches per epoch) steps; a batch plan without a token budget
-    # has ceil(rows / batch size) batches, whatever the lengths.
-    assert len(train_batches([3, 40, 7] * 11, 16, 0, 0)) == math.ceil(33 / 16)
+def test_sft_is_given_a_recipe_that_makes_exactly_the_ls_run_steps():
+    ls_recipe = TrainConfig(epochs=1.0, min_steps=100)
     for steps in range(1, 300):
-        for batches in range(1, 130):
-            assert math.ceil(sft_epochs(steps, batches) * batches) == steps, (steps, batches)
+        for batches in (1, 3, 7, 19, 63, 125):
+            recipe = sft_recipe(ls_recipe, steps)
+            assert planned_steps(lambda epoch, n=batches: [None] * n, recipe.epochs, recipe.min_steps) == steps
+    assert sft_recipe(ls_recipe, 5).learning_rate == ls_recipe.learning_rate
 
 
 def test_the_plan_goes_seed_by_seed_cheapest_first_with_ls_before_its_sft():
@@ -57,6 +57,7 @@ def test_a_run_writes_its_record_then_resumes_and_reports_a_partial_cache_with_s
     runs = {r["method"]: r for r in record["runs"]}
     assert set(runs) == {"tfidf", "ls", "ls-paper", "sft"}
     assert runs["ls"]["step0"] is not None and runs["ls-paper"]["step0"] is None
+    assert runs["ls"]["last"] == runs["ls"]["curve"][-1][1] and runs["ls"]["curve"][-1][0] == runs["ls"]["steps"]
     assert runs["sft"]["steps"] == runs["ls"]["steps"]
     assert all(run["seconds"] > 0 for run in runs.values())  # LS: the wall time kept beside its run folder
     markdown = (tmp_path / "out" / "learning_curve.md").read_text()
@@ -77,8 +78,8 @@ def test_a_run_writes_its_record_then_resumes_and_reports_a_partial_cache_with_s
     assert "(1 run) |" in next(line for line in lines if line.startswith("| LS, lsllama defaults"))
     cells = json.loads((tmp_path / "out" / "learning_curve.json").read_text())["cells"]
     assert {(c["method"], c["figure"]): c["seeds"] for c in cells} == {
-        ("tfidf", "accuracy"): 2, ("ls", "accuracy"): 1, ("ls", "step0"): 1, ("ls-paper", "accuracy"): 1,
-        ("sft", "accuracy"): 1,
+        ("tfidf", "accuracy"): 2, ("ls", "accuracy"): 1, ("ls", "step0"): 1, ("ls", "last"): 1,
+        ("ls-paper", "accuracy"): 1, ("sft", "accuracy"): 1,
     }  # fmt: skip
 
 

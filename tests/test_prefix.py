@@ -135,5 +135,6 @@ def test_an_unresolved_auto_template_shares_the_prefix_it_resolves_to(template_r
     resolved = RunConfig.load(template_run / "config.yaml").data
     assert resolved.template == TEMPLATES["labels"]
     unresolved = dataclasses.replace(resolved, template="auto")  # as a config built in Python holds it
-    assert len(shared_prefix_ids(resolved, tokenizer)) > 4
-    assert shared_prefix_ids(unresolved, tokenizer) == shared_prefix_ids(resolved, tokenizer)
+    assert len(shared_prefix_ids(resolved, "sequence", tokenizer)) > 4
+    assert shared_prefix_ids(unresolved, "sequence", tokenizer) == shared_prefix_ids(resolved, "sequence", tokenizer)
+    assert shared_prefix_ids(resolved, "token", tokenizer) == []  # token tasks read every row whole

@@ -77,8 +77,7 @@ class Classifier:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
-        if config.task == "sequence":
-            model.share_prefix(shared_prefix_ids(config.data, tokenizer))
+        model.share_prefix(shared_prefix_ids(config.data, config.task, tokenizer))
         self.labels = LabelSet(config.data.labels or [], config.data.problem)
         self.device = device
 

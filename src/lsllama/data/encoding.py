@@ -173,10 +173,12 @@ def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[l
     return encode(before), encode(after)
 
 
-def shared_prefix_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def shared_prefix_ids(cfg: DataConfig, task: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The ids every encoded row of a single-text run starts with: the tokenizer's own (BOS) and the
     template's part before `{text}` (`LabelSupervisedModel.share_prefix`), as `encode_examples` reads it."""
-    before, _ = template_ids(dataclasses.replace(cfg, template=auto_template(cfg, "sequence", tokenizer)), tokenizer)
+    if task != "sequence":
+        return []
+    before, _ = template_ids(dataclasses.replace(cfg, template=auto_template(cfg, task, tokenizer)), tokenizer)
     if cfg.text_pair_column or not before:
         return []
     return sequence_layout(tokenizer).prefix + before

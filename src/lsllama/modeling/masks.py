@@ -85,6 +85,11 @@ def text_config(config: PretrainedConfig) -> PretrainedConfig:
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 
+def is_causal(config: PretrainedConfig) -> bool:
+    """Whether every layer of this (text) config attends causally: neither unmasked nor unmasked from a layer."""
+    return getattr(config, "is_causal", True) is not False and getattr(config, LAYER_KEY, None) is None
+
+
 def configure_attention(model: PreTrainedModel, bidirectional: bool, unmask_from_layer: int | None) -> None:
     """Set causal / bidirectional / layer-wise attention on a loaded backbone, in place."""
     config = text_config(model.config)

@@ -31,7 +31,7 @@ from lsllama.evaluation.scoring import DEFAULT_THRESHOLD
 from lsllama.heap import release_free_heap_pages
 from lsllama.modeling.head import label_word_rows
 from lsllama.modeling.loading import load_backbone, model_source
-from lsllama.modeling.masks import LAYER_KEY, configure_attention, text_config
+from lsllama.modeling.masks import configure_attention, is_causal, text_config
 from lsllama.modeling.pooling import pool
 from lsllama.modeling.prefix import SharedPrefix, cache_keyword, rescales_with_length
 from lsllama.modeling.problems import TargetScaling
@@ -162,8 +162,7 @@ class LabelSupervisedModel(nn.Module):
         a row's pooled vector cannot depend on them being cached: a sequence task pooling its last token,
         under causal attention."""
         config = text_config(self.backbone.config)
-        causal = getattr(config, "is_causal", True) is not False and getattr(config, LAYER_KEY, None) is None
-        usable = len(ids) > 1 and self.task == "sequence" and self.pooling == "last" and causal
+        usable = len(ids) > 1 and self.task == "sequence" and self.pooling == "last" and is_causal(config)
         self.shared_prefix = SharedPrefix(ids) if usable and not rescales_with_length(config) else None
 
     def train(self, mode: bool = True) -> LabelSupervisedModel:

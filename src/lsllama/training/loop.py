@@ -256,8 +256,7 @@ class Trainer:
             inputs.scaling,
             label_words(cfg.data),
         )
-        if cfg.task == "sequence":
-            model.share_prefix(shared_prefix_ids(cfg.data, inputs.tokenizer))
+        model.share_prefix(shared_prefix_ids(cfg.data, cfg.task, inputs.tokenizer))
         total_steps = planned_steps(lambda epoch: _plan(cfg, inputs, epoch), cfg.train.epochs, cfg.train.min_steps)
         train = cfg.train
         optimizer = _optimizer(model, train.learning_rate, train.weight_decay, train.head_learning_rate)
