@@ -19,21 +19,21 @@ holds out of the training file and the N rows come from the rest) and is scored 
   tfidf     TF-IDF + logistic regression (benchmarks/baselines/classic.py, C = 1: the only held-out
             rows are the reported ones)
 
-The LS runs keep their best evaluation (lsllama's default), chosen on the same validation rows they
-are scored on; SFT and TF-IDF have no such selection. That flatters LS (most at the smallest sizes, where
+The LS runs keep their best evaluation (lsllama's default), chosen on the same validation rows they are
+scored on; SFT and TF-IDF have no such selection. That flatters LS (most at the smallest sizes, where
 the step floor makes many epochs, each evaluated), so the table also gives ls's last weights, scored on
-the same rows with no selection: the like-for-like line against SFT. Each finished run stays in --cache (LS: its run
-folder; SFT, TF-IDF: one JSON), so an interrupted benchmark resumes; runs go seed by seed, cheapest
-first (TF-IDF, then the smallest sizes), so a partial run already gives a curve, and `--report-only`
-renders what is cached. The cache does not notice a change of lsllama's defaults: after one, use a new
---cache (the record lists the head and step floor that each LS run used). Writes
+the same rows with no selection: the like-for-like line against SFT. Each finished run stays in --cache
+(LS: its run folder; SFT, TF-IDF: one JSON), so an interrupted benchmark resumes; runs go seed by seed,
+cheapest first (TF-IDF, then the smallest sizes), so a partial run already gives a curve, and
+`--report-only` renders what is cached. The cache does not notice a change of lsllama's defaults: after
+one, use a new --cache (the record lists the head and step floor that each LS run used). Writes
 results/learning_curve.json, .md (mean ± std over seeds, with the number of seeds per cell) and .png.
 
 Size: 2 data sets × 4 sizes = 8 cells a seed; × 3 model runs (ls, ls-paper, sft) = 24 trainings, plus 8
 TF-IDF fits (seconds each). At batch 16 an epoch is 7 / 19 / 63 / 125 steps for 100 / 300 / 1,000 / 2,000
 rows; with the 100-step floor ls and sft make 100 / 100 / 100 / 125 steps, ls-paper one epoch. On the
 2-core development CPU one seed of both data sets took about two hours (2026-12-05: AG News two thirds
-of it, SFT half; at 100 rows most of an ls run is its 16 evaluations), so the default is one seed, the
+of it, SFT half; at 100 rows about half of an ls run is its 16 evaluations), so the default is one seed, the
 budget the project sets for this command; `--seeds 0 1 2` adds two more (about four hours more,
 resumable across sessions: the finished seed is not run again). The record's second table gives the
 measured wall time of every run type.
