@@ -62,9 +62,10 @@ from lsllama import Classifier, build_config  # noqa: E402
 from lsllama.api import default_device  # noqa: E402
 from lsllama.config import RunConfig, TrainConfig  # noqa: E402
 from lsllama.data.batching import padded_length  # noqa: E402
+from lsllama.evaluation.report import read_events  # noqa: E402
 from lsllama.modeling.loading import load_tokenizer, model_source, tiny_random_config  # noqa: E402
 from lsllama.modeling.masks import text_config  # noqa: E402
-from lsllama.run_folder import RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
+from lsllama.run_folder import LOG, RESULTS, atomic_folder, atomic_write_text, commit_folder  # noqa: E402
 
 RUN_FORMAT = 1
 """Part of every run's cache key: bump it when a change to this code changes what a run computes."""
@@ -195,6 +196,10 @@ ADDED_SETTINGS_AT_RECORDED = {
 }
 """LS settings added after the records, left out of the key while they hold what the records computed
 (`RECORDED_MODEL` pins the random head they used); `--recipe defaults` runs LS with the label-word head."""
+SCORED_ON_VALIDATION = "last weights"
+"""What an LS run reports where the reported split is the validation split, which also chooses its best
+weights (SST-2, Twitter): the last weights' evaluation (SFT and TF-IDF choose nothing on it either).
+Records of one evaluation per run, whose best weights are their last, were re-keyed when this was added."""
 SFT_IGNORES = ("head_init",)
 """LS model settings that instruction SFT never reads (it generates with the pretrained output layer)."""
 
@@ -218,6 +223,8 @@ def recipe(run: Run, ctx: Context) -> dict[str, Any]:
         cfg = ls_config(run, ctx).to_dict()
         cfg["model"]["name"], cfg["data"]["data"] = ctx.model, run.dataset
         cfg["train"] = _train_settings(cfg["train"])
+        if ctx.data[run.dataset].reported == "validation":
+            cfg["scored"] = SCORED_ON_VALIDATION
         for section, added in ADDED_SETTINGS_AT_RECORDED.items():
             for key, recorded in added.items():
                 if cfg[section].get(key, recorded) == recorded:
@@ -261,6 +268,8 @@ def execute(run: Run, ctx: Context, workdir: Path) -> dict[str, Any]:
         splits = {"validation": results["validation"]}
         if data.reported == "test":
             splits["test"] = clf.evaluate(split="test")
+        else:  # its best evaluation was chosen on the reported rows: score the last weights, as SFT's are
+            splits["validation"] = [e for e in read_events(workdir / LOG) if e["event"] == "eval"][-1]
         return {"splits": splits, "best_step": results["best_step"], "global_step": results["global_step"]}
     if kind == "tfidf":
         # Choosing C on the split that is also reported would inflate the score: keep the default there.

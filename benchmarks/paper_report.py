@@ -282,8 +282,9 @@ def protocol(report: Report) -> list[str]:
     lines += [
         "- Splits: " + "; ".join(_split_note(report.data[name]) for name in report.budget.datasets) + ".",
         "- Model selection uses validation only: LS keeps its best end-of-epoch evaluation (one per epoch"
-        + (", and one before training with the label-word head); " if label_word_head else "); ")
-        + f"TF-IDF picks C from {list(C_GRID)} on validation where test is reported and keeps C = {DEFAULT_C:g} where "
+        + (", and one before training with the label-word head)" if label_word_head else ")")
+        + " where test is reported, and is scored with its last weights where validation is the reported split; "
+        f"TF-IDF picks C from {list(C_GRID)} on validation where test is reported and keeps C = {DEFAULT_C:g} where "
         "validation is the reported split (choosing on it would inflate the score). Zero-shot, SFT and the "
         "official recipe have no selection step (the last weights).",
         f"- Zero-shot and SFT prompt (the model's chat template, greedy decoding): `{PROMPT!r}`. The answer's "

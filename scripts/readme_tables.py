@@ -184,7 +184,11 @@ def paper_headline(record: dict) -> str:
         head = f"{data['title']} ({data['metric']}, {data['reported_split']}, n={data['n']})"
         row = [head, *(paper_cell(found.get(m)) for m in PAPER_COLUMNS), f"{data['majority_class']:.3f}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "(n): runs (seeds) behind each figure."]
+    lines += [
+        "",
+        "(n): runs (seeds) behind each figure. Nothing is chosen on the rows a figure is scored on: where "
+        "validation is reported, LS is scored with its last weights.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -176,6 +176,25 @@ def test_the_defaults_recipe_reruns_ls_and_sft_only_under_their_own_keys(tmp_pat
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_ls_is_scored_with_its_last_weights_where_the_reported_split_also_selects(tmp_path: Path):
+    """SST-2 reports validation, the split LS chooses its best evaluation on: choosing there would flatter
+    LS against SFT and TF-IDF, which choose nothing on it, so the record holds the final evaluation."""
+    from benchmarks.paper import SCORED_ON_VALIDATION, Context, execute, model_folder, run_file
+    from benchmarks.paper_plan import Budget, Run, prepare_data
+
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2",))
+    data = {"sst2": prepare_data("sst2", budget.rows, budget.eval_rows, tmp_path)}
+    path = model_folder("tiny-random", tmp_path)
+    ctx = Context("tiny-random", path, tmp_path, data, pinned={"train": {"min_steps": 6}})
+    run = Run("sst2", "ls-causal-last", 42)
+    assert run_file(run, ctx, tmp_path)[1]["recipe"]["scored"] == SCORED_ON_VALIDATION
+    outcome = execute(run, ctx, tmp_path / "run")
+    assert outcome["global_step"] == 6  # 24 rows are 2 steps an epoch: evaluations at steps 0, 2, 4 and 6
+    assert outcome["best_step"] < 6  # an earlier evaluation was the best: the case this test is about
+    assert outcome["splits"]["validation"]["step"] == 6 and outcome["splits"]["validation"]["n"] == 16
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_sfts_own_learning_rate_keys_only_the_sft_runs_and_the_protocol_names_it(tmp_path: Path):
     from benchmarks.paper import RECIPES, Context, model_folder, run_file, sft_train
     from benchmarks.paper_plan import Budget, build_plan, prepare_data
