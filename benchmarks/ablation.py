@@ -103,10 +103,9 @@ def markdown(summary: dict, started: record.Record) -> str:
         "| --- | ---: | --- | ---: | ---: |",
     ]
     for row in summary["table"]:
-        lines.append(
-            f"| {row['dataset']} | {row['value']} | {row['metric']} | {row['mean']:.3f} ± {row['sd']:.3f} | "
-            f"{row['samples_per_s']:.1f} |"
-        )
+        # One seed has no spread to give: "± 0.000" would claim a measured one.
+        score = f"{row['mean']:.3f}" + (f" ± {row['sd']:.3f}" if len(summary["seeds"]) > 1 else " (1 seed)")
+        lines.append(f"| {row['dataset']} | {row['value']} | {row['metric']} | {score} | {row['samples_per_s']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

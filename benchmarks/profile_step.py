@@ -500,6 +500,7 @@ def breakdown(model: str, rows: int, started: record.Record) -> tuple[dict, str]
     frozen = {tuple(p.shape) for p in bench.model.parameters() if not p.requires_grad and p.dim() == 2}
     frozen |= {shape[::-1] for shape in frozen}
     rank = bench.cfg.model.lora_r
+    dtype = modeling.resolve_dtype(bench.cfg.model.precision, torch.device("cpu"))
     steps = []
     for n, width in BREAKDOWN_SHAPES:
         batch = _rows_of_width(bench, n, width)
@@ -517,7 +518,8 @@ def breakdown(model: str, rows: int, started: record.Record) -> tuple[dict, str]
         steps.append({"rows": n, "width": width, "seconds": seconds, "share": share, "calls": calls})
     lines = [
         started.header(
-            f"{model}; one training step (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, "
+            f"{model}, precision {bench.cfg.model.precision} ({dtype}); one training step (forward, backward, clip, "
+            "AdamW) on real SST-2 rows of one padded width, "
             f"torch.profiler's own time per operator summed by category, {torch.get_num_threads()} threads; "
             "seconds = share of the profiled time x the unprofiled step time (fastest of three)."
         ),
@@ -531,7 +533,7 @@ def breakdown(model: str, rows: int, started: record.Record) -> tuple[dict, str]
     lines.append(
         "| whole step | " + " | ".join(f"{s['seconds']:.3f} | {sum(s['calls'].values())}" for s in steps) + " |"
     )
-    figures = {"model": model, "threads": torch.get_num_threads(), "steps": steps}
+    figures = {"model": model, "dtype": str(dtype), "threads": torch.get_num_threads(), "steps": steps}
     return figures, "\n".join(lines) + "\n"
 
 

@@ -453,6 +453,20 @@ def test_ner_summary_gives_each_variant_its_mean_and_spread_over_seeds():
     assert lines[3].startswith("| causal | 42 | 0.640 | 0.620 |")
 
 
+def test_an_ablation_of_one_seed_gives_no_spread_and_of_several_gives_theirs():
+    from benchmarks.ablation import markdown, table
+    from benchmarks.record import Record
+
+    runs = [{"dataset": "sst2", "value": v, "seed": s, "metric": "accuracy", "score": v / 10 + s / 100,
+             "train_samples_per_s": 1.0} for v in (1, 2) for s in (1, 3)]  # fmt: skip
+    summary = {"model": "m", "train_rows": 8, "eval_rows": 8, "setting": "model.lora_r", "seeds": [1, 3]}
+    both = markdown({**summary, "table": table(runs, ["sst2"], [1, 2])}, Record("cmd"))
+    assert "| sst2 | 2 | accuracy | 0.220 ± 0.014 | 1.0 |" in both
+    first = [r for r in runs if r["seed"] == 1]
+    one = markdown({**summary, "seeds": [1], "table": table(first, ["sst2"], [1, 2])}, Record("cmd"))
+    assert "| sst2 | 2 | accuracy | 0.210 (1 seed) | 1.0 |" in one and "±" not in one.split("\n", 1)[1]
+
+
 def test_ablation_values_are_yaml_scalars_and_exponents_are_numbers():
     from benchmarks.ablation import scalar
 
