@@ -33,7 +33,7 @@ Size: 2 data sets × 4 sizes = 8 cells a seed; × 3 model runs (ls, ls-paper, sf
 TF-IDF fits (seconds each). At batch 16 an epoch is 7 / 19 / 63 / 125 steps for 100 / 300 / 1,000 / 2,000
 rows; with the 100-step floor ls and sft make 100 / 100 / 100 / 125 steps, ls-paper one epoch. On the
 2-core development CPU one seed of both data sets took about two hours (2026-12-05: AG News two thirds
-of it, SFT half; at 100 rows about half of an ls run is its 16 evaluations), so the default is one seed, the
+of it, SFT half; at 100 rows an ls run evaluates every second of its 15 epochs), so the default is one seed, the
 budget the project sets for this command; `--seeds 0 1 2` adds two more (about four hours more,
 resumable across sessions: the finished seed is not run again). The record's second table gives the
 measured wall time of every run type.

@@ -92,10 +92,10 @@ def test_min_steps_reads_a_small_set_for_more_epochs_evaluating_each(toy_data, t
     assert results["validation"]["accuracy"] == max(e["accuracy"] for e in evals)
 
 
-def test_the_default_step_floor_reads_a_small_set_for_100_steps_evaluating_each_epoch(toy_data, tmp_path):
+def test_the_default_step_floor_reads_a_small_set_for_100_steps_evaluating_every_other_epoch(toy_data, tmp_path):
     """By default a small set is read until the run has made 100 steps (96 rows in batches of 12: 8 steps an
-    epoch, 12 epochs and 4 steps), evaluated before training (the label-word head), at every epoch's end and
-    at the last step; the best evaluation's weights are kept."""
+    epoch, 12 epochs and 4 steps), evaluated before training (the label-word head), at the end of every
+    second epoch (13 epochs read: more than 8) and at the last step; the best evaluation's weights are kept."""
     from lsllama.config import TrainConfig
 
     assert TrainConfig().min_steps == 100
@@ -113,9 +113,21 @@ def test_the_default_step_floor_reads_a_small_set_for_100_steps_evaluating_each_
     assert len(train) == results["global_step"] == 100
     assert [e["epoch"] for e in train] == [step // 8 for step in range(100)]
     evals = events(out, "eval")
-    assert [e["step"] for e in evals] == [0, *range(8, 97, 8), 100]
+    assert [e["step"] for e in evals] == [0, *range(16, 97, 16), 100]
     best = max(evals, key=lambda e: e["accuracy"])  # the first of equals is kept
     assert (results["best_step"], results["validation"]["accuracy"]) == (best["step"], best["accuracy"])
+
+
+def test_epochs_the_floor_adds_are_evaluated_at_most_eight_times_and_asked_for_epochs_each():
+    def plan(epoch: int) -> list[list[int]]:
+        return [[0]] * 7  # 100 rows in batches of 16
+
+    assert loop.FLOOR_EPOCH_EVALUATIONS == 8
+    assert loop.epochs_per_evaluation(plan, 1.0, 100) == 2  # 15 epochs to the floor: every second
+    assert loop.epochs_per_evaluation(plan, 1.0, 56) == 1  # 8 epochs: each
+    assert loop.epochs_per_evaluation(plan, 1.0, 57) == 2  # a ninth, begun
+    assert loop.epochs_per_evaluation(plan, 20.0, 140) == 1  # epochs the user asked for: each, however many
+    assert loop.epochs_per_evaluation(plan, 20.0, 300) == 6  # the floor beyond them: 43 epochs read
 
 
 def test_min_steps_below_the_epochs_steps_changes_nothing():

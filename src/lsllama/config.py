@@ -138,11 +138,12 @@ class TrainConfig:
     min_steps: int = 100
     """At least this many optimizer steps: a small training set is read for more epochs (each shuffled
     anew, evaluated at its end, the best weights kept) until the run has made them. 300 rows are 19 steps of
-    16; the floor lets them teach more, and since every epoch is evaluated and the best kept, a later epoch
-    that overfits cannot replace a better earlier one. Sets of 1,600 rows or more (>= 100 steps per epoch
-    at batch 16) keep their cost. SST-2, 300 rows, seeds 0/1/2, label-word head: 0.754 +- 0.110 after one
-    epoch, 0.860 +- 0.007 with at least 100 steps (benchmarks/results/small_data.md). 0: `epochs` alone
-    decides."""
+    16; the floor lets them teach more, and since the epochs are evaluated and the best kept, a later epoch
+    that overfits cannot replace a better earlier one. Where the floor makes more than 8 epochs (under 200
+    rows), every k-th is evaluated, for at most 8 evaluations and the last step. Sets of 1,600 rows or
+    more (>= 100 steps per epoch at batch 16) keep their cost. SST-2, 300 rows, seeds 0/1/2, label-word
+    head: 0.754 +- 0.110 after one epoch, 0.860 +- 0.007 with at least 100 steps
+    (benchmarks/results/small_data.md). 0: `epochs` alone decides."""
     learning_rate: float = 5e-4
     head_learning_rate: float | None = None
     """The head's (`score`) learning rate, apart from the adapters'. None: `learning_rate`."""
@@ -159,7 +160,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 42
     eval_every: int = 0
-    """Evaluate every N optimizer steps; 0: at the end of every epoch."""
+    """Evaluate every N optimizer steps; 0: at the end of every epoch (of every k-th where the step floor
+    adds more than 8: `min_steps`), and at the last step."""
     metric_for_best: str | None = None
     """Validation metric that selects the kept model. Default: accuracy (single-label), micro_f1
     (multi-label), pearson (regression), f1 (token task); `mse` is the one where lower is better."""

@@ -13,6 +13,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,8 @@ class Trainer:
     saved: set[str]
     """Names of the tensors a run keeps (trainable weights, decision buffers)."""
     total_steps: int
+    epochs_per_evaluation: int
+    """With `eval_every: 0`, the end of every this many epochs is evaluated (`epochs_per_evaluation`)."""
     compiled: bool
     micro_batches: int
     """Micro-batches per batch at least (more on CPU for wide batches); doubled after out-of-memory."""
@@ -257,7 +260,8 @@ class Trainer:
             label_words(cfg.data),
         )
         model.share_prefix(shared_prefix_ids(cfg.data, cfg.task, inputs.tokenizer))
-        total_steps = planned_steps(lambda epoch: _plan(cfg, inputs, epoch), cfg.train.epochs, cfg.train.min_steps)
+        plan = partial(_plan, cfg, inputs)
+        total_steps = planned_steps(plan, cfg.train.epochs, cfg.train.min_steps)
         train = cfg.train
         optimizer = _optimizer(model, train.learning_rate, train.weight_decay, train.head_learning_rate)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(train.warmup_ratio * total_steps), total_steps)
@@ -291,6 +295,7 @@ class Trainer:
             state,
             saved,
             total_steps,
+            epochs_per_evaluation(plan, cfg.train.epochs, total_steps),
             compiled,
             micro_batches,
             bar,
@@ -351,7 +356,10 @@ class Trainer:
                 state.batch_in_epoch += 1
                 self.log_step(loss)
                 end_of_epoch = state.batch_in_epoch == len(batches)
-                eval_due = state.global_step % train.eval_every == 0 if train.eval_every else end_of_epoch
+                if train.eval_every:
+                    eval_due = state.global_step % train.eval_every == 0
+                else:
+                    eval_due = end_of_epoch and (state.epoch + 1) % self.epochs_per_evaluation == 0
                 if validation and eval_due:
                     self.evaluate_and_keep_best()
                     state.stopped_early = bool(train.early_stopping_patience) and (
@@ -631,6 +639,24 @@ def planned_steps(plan, epochs: float, min_steps: int = 0) -> int:
     if epochs > whole:
         total += math.ceil((epochs - whole) * len(plan(whole)))
     return max(1, total, min_steps)
+
+
+FLOOR_EPOCH_EVALUATIONS = 8
+"""At most this many end-of-epoch evaluations where the step floor (`train.min_steps`) reads a small set for
+more epochs than asked. 100 rows are 7 steps of 16: 15 epochs to the 100-step floor, and evaluating the
+whole validation split after each took about as long as the training (benchmarks/results/learning_curve.md).
+Sets of 200 rows or more reach the floor within 8 epochs and are evaluated after every one."""
+
+
+def epochs_per_evaluation(plan, epochs: float, total_steps: int) -> int:
+    """`eval_every: 0` evaluates at the end of every epoch the user asked for; where the floor adds epochs,
+    at the end of every k-th, k chosen for at most `FLOOR_EPOCH_EVALUATIONS` (the last step is always)."""
+    if total_steps <= planned_steps(plan, epochs):
+        return 1
+    epochs_read, steps = 0, 0
+    while steps < total_steps:
+        steps, epochs_read = steps + max(1, len(plan(epochs_read))), epochs_read + 1
+    return math.ceil(epochs_read / FLOOR_EPOCH_EVALUATIONS)
 
 
 def truncation_summary(
