@@ -3,7 +3,7 @@
     python -m benchmarks ner [--variants bidirectional causal layerwise] [--train-rows 2000] [--seeds 42 43 44]
 
 Each variant is the plain `lsllama train --data conll2003 --max-train-samples 2000 --seed S` run
-(token-task defaults: 3 epochs, lr 5e-4, LoRA on all linear layers), with the attention flag changed. The model
+(token-task defaults: 3 epochs, batch 8, lr 5e-4, LoRA on all linear layers), with the attention flag changed. The model
 is selected on the full validation split (3,250 sentences, every word scored); the test split is
 reported for the selected model. Three seeds, because one is not enough here: a run's trajectory at lr
 1e-3 (the token default until 2026-12-05) turned on rounding (two seed-42 runs that differed only in how
@@ -22,7 +22,10 @@ from pathlib import Path
 
 from benchmarks import record
 from lsllama import Classifier, build_config
+from lsllama.config import TOKEN_TASK_DEFAULTS
 
+TOKEN = TOKEN_TASK_DEFAULTS["train"]
+"""The token task's epochs and batch size, which every variant trains with (the header names them)."""
 VARIANTS = {
     "bidirectional": {"bidirectional": True},
     "causal": {"bidirectional": False},
@@ -138,8 +141,9 @@ def main(argv: list[str]) -> None:
     summary = summarize(rows, args.variants)
     lines = [
         started.header(
-            f"SmolLM2-135M-Instruct, CoNLL-2003, {args.train_rows} training sentences, 3 epochs, model selected on "
-            "the full validation split; mean ± standard deviation over the seeds."
+            f"SmolLM2-135M-Instruct, CoNLL-2003, {args.train_rows} training sentences, {TOKEN['epochs']:g} epochs, "
+            f"batch {TOKEN['batch_size']}, model selected on the full validation split; mean ± standard deviation "
+            "over the seeds."
         ),
         "",
         *table(summary),

@@ -79,9 +79,10 @@ benchmarks/results/small_data.md), pinned like `RECORDED_MODEL`."""
 RECORDED_DATA = {"template": "none"}
 """Data settings whose package default changed after the suite ran (no template -> `auto`, the `labels`
 question, benchmarks/results/labels_300/small_data.md), pinned like `RECORDED_MODEL`."""
-RECORDED_TOKEN_TRAIN = {"learning_rate": 1e-3}
+RECORDED_TOKEN_TRAIN = {"learning_rate": 1e-3, "batch_size": 16}
 """The token task's own train settings whose default changed after the suite ran (lr 1e-3 -> the sequence
-task's 5e-4, benchmarks/results/ablation_learning_rate.md), pinned for its runs only."""
+task's 5e-4, benchmarks/results/ablation_learning_rate.md; batch 16 -> 8,
+benchmarks/results/ablation_batch_size.md), pinned for its runs only."""
 RECIPES = {
     "recorded": {
         "model": RECORDED_MODEL,

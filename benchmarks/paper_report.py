@@ -265,7 +265,7 @@ def protocol(report: Report) -> list[str]:
                         now.model,
                         ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "precision", *head),
                     ),
-                    (train, now.train, ("min_steps", "learning_rate", "epochs")),
+                    (train, now.train, ("min_steps", "learning_rate", "epochs", "batch_size")),
                 )
                 for key in keys
                 if section[key] != getattr(current, key)

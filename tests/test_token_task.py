@@ -38,6 +38,13 @@ def test_token_task_defaults_to_bidirectional_and_learns(ner_run):
     assert metrics["f1"] >= 0.9, metrics
 
 
+def test_token_task_defaults_sit_under_the_users_settings():
+    token = build_config(task="token").train
+    sequence = build_config(task="sequence").train
+    assert (token.epochs, token.batch_size) == (3.0, 8) != (sequence.epochs, sequence.batch_size)
+    assert build_config(task="token", overrides={"train": {"batch_size": 32}}).train.batch_size == 32
+
+
 def test_task_is_inferred_from_token_columns(tmp_path):
     from lsllama.config import DataConfig
     from lsllama.data.dataset import infer_task

@@ -113,7 +113,10 @@ LearningRate = Annotated[
         help=f"Peak learning rate (default {T.learning_rate:g}).",
     ),
 ]
-BatchSize = Annotated[int | None, Opt(help=f"Examples per optimizer step, global (default {T.batch_size}).")]
+BatchSize = Annotated[
+    int | None,
+    Opt(help=f"Examples per optimizer step, global (default {T.batch_size}; token task {TOKEN['batch_size']})."),
+]
 MinSteps = Annotated[
     int | None, Opt(help=f"At least this many optimizer steps: more epochs for small data (default {T.min_steps}).")
 ]
