@@ -2,7 +2,7 @@
 
     python -m benchmarks profile_step [--rows 200] [--batch-size 16] [--steps 10] [--lora-dropout 0.05]
     python -m benchmarks profile_step --sweep [--rows 256] [--model NAME] [--out DIR]
-    python -m benchmarks profile_step --shapes [--rows 600] [--model NAME] [--out DIR]
+    python -m benchmarks profile_step --shapes [--rows 3000] [--model NAME] [--out DIR]
     python -m benchmarks profile_step --optimizer [--model NAME] [--out DIR]
     python -m benchmarks profile_step --breakdown [--rows 600] [--model NAME] [--out DIR]
     python -m benchmarks profile_step --onednn [--rows 600] [--model NAME] [--out DIR]
@@ -335,8 +335,9 @@ def inference_budgets(model: str, rows: int, peak: float, params: int) -> list[d
     return found
 
 
-SHAPES = [(1, 16), (2, 16), (4, 16), (8, 16), (16, 16), (16, 8), (16, 24)]
-"""(rows, padded width) of the training steps that --shapes times: few rows, then SST-2's typical batches."""
+SHAPES = [(1, 16), (2, 16), (4, 16), (8, 16), (16, 16), (16, 8), (16, 24), (16, 32), (16, 48)]
+"""(rows, padded width) of the training steps that --shapes times: few rows, then batches of 16 as wide as
+SST-2's (its sentences alone, then inside the `labels` question)."""
 
 
 def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
@@ -348,8 +349,13 @@ def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
     tokens = [float(p["rows"] * p["width"]) for p in points]
     fixed, per_token = fit_line(tokens, [p["seconds"] for p in points])
     _, saved_per_token = fit_line(tokens, [p["saved_mb"] for p in points])
-    lengths = [it.n_tokens for it in bench.items]
-    mean_width = sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
+    mean_width = mean_padded_width([it.n_tokens for it in bench.items])
+    templated_width = mean_padded_width(templated_lengths(model, rows))
+
+    def no_fixed_cost(width: float) -> float:
+        """How much faster a step of 16 rows of this width would be without the fixed cost."""
+        return (fixed + per_token * 16 * width) / (per_token * 16 * width)
+
     typical = 16 * mean_width
     lines = [
         started.header(
@@ -370,13 +376,34 @@ def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
         f"Least-squares line: a step costs {fixed:.3f} s plus {per_token * 1e3:.2f} ms per computed token. At the "
         f"margin a token runs at {4 * params / per_token / (peak * 1e9):.2f} of the matmul peak; the fixed part is "
         f"{fixed / (fixed + per_token * typical):.0%} of a step of 16 rows at these rows' mean padded width "
-        f"({mean_width:.1f} tokens).",
+        f"({mean_width:.1f} tokens). With no fixed cost at all that step would be {no_fixed_cost(mean_width):.2f}x "
+        f"as fast, and a step of 16 rows inside the default `labels` question ({templated_width:.1f} tokens) "
+        f"{no_fixed_cost(templated_width):.2f}x: the most that cutting the fixed cost can buy at these widths.",
         "",
         half_peak_bound(fixed, per_token, 4 * params / (peak * 1e9), saved_per_token),
     ]
     figures = {"model": model, "bf16_matmul_gflops": peak, "steps": points, "fixed_seconds": fixed}
+    figures |= {"mean_padded_width": mean_width, "no_fixed_cost_speedup": no_fixed_cost(mean_width)}
+    figures |= {
+        "templated_padded_width": templated_width,
+        "templated_no_fixed_cost_speedup": no_fixed_cost(templated_width),
+    }
     figures |= {"seconds_per_token": per_token, "saved_mb_per_token": saved_per_token}
     return figures, "\n".join(lines) + "\n"
+
+
+def mean_padded_width(lengths: list[int]) -> float:
+    return sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
+
+
+def templated_lengths(model: str, rows: int) -> list[int]:
+    """Token counts of the same SST-2 rows as lsllama's defaults read them (inside the `labels` question)."""
+    cfg = build_config(overrides={"model": {"name": model}, "data": {"data": "sst2"}}).resolved()
+    tokenizer = load_tokenizer(cfg.model.name)
+    labels = resolve_labels(cfg.data, "sequence")
+    cfg.data.labels = labels.names
+    items, _ = encode_examples(load_split(cfg.data, "train", "sequence", labels, rows), "sequence", tokenizer, cfg.data)
+    return [it.n_tokens for it in items]
 
 
 def time_shape(bench: Bench, n: int, width: int) -> dict[str, float]:

@@ -84,11 +84,14 @@ def test_profile_sweep_times_every_setting_on_the_same_rows(tmp_path: Path):
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_profile_shapes_times_each_batch_shape_and_fits_a_line(tmp_path: Path):
-    text, table = profile_step("shapes", 300, tmp_path)
+    text, table = profile_step("shapes", 3000, tmp_path)  # enough rows for 16 of each width
     table = table[1:]  # after the header
     assert [(r[0], int(r[1])) for r in table] == [(f"{n} x {w}", n * w) for n, w in SHAPES]
     assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in table)
     assert re.search(r"a step costs -?[\d.]+ s plus -?[\d.]+ ms per computed token", text)
+    ceiling = r"With no fixed cost at all that step would be -?[\d.]+x as fast, .* \(([\d.]+) tokens\) -?[\d.]+x"
+    found = re.search(ceiling, text)
+    assert found and float(found.group(1)) > 16  # the `labels` question lengthens every row
     # Activations grow with the tokens of a pass: twice the rows of one width keep more for backward.
     saved = {r[0]: float(r[4]) for r in table}
     assert 0 < saved["1 x 16"] < saved["2 x 16"] < saved["4 x 16"] < saved["8 x 16"] < saved["16 x 16"]

@@ -47,12 +47,6 @@ brought lsllama's peak RSS level with the official recipe's (`benchmarks/speed.p
 `benchmarks/profile_step.py --sweep` times exact widths against it). Inference batches, which keep no
 activations, are padded to their exact width: rounding only slowed them. Used by lsllama.data.batching."""
 
-SHARE_PREFIX_IN_TRAINING = True
-"""Whether a single-process, eager training step reads the template's shared prefix once per micro-batch
-(`lsllama.modeling.prefix`) instead of in every row: the same loss and gradients up to rounding.
-benchmarks/results/ablation_share_prefix_in_training.md measures it side by side. Used by
-lsllama.training.loop."""
-
 COMPILE_AFTER_STEPS = 1000
 """Optimizer steps from which a single-process CPU run compiles by default. A run of this many steps of
 the default model on SST-2 ran faster compiled than eager, compilation from an empty cache included

@@ -144,30 +144,26 @@ class LabelSupervisedModel(nn.Module):
     def final_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The backbone's last hidden states and the mask that goes with them: at inference, when every row
         starts with the shared prefix, the columns after it only (the prefix's keys and values come cached)."""
-        prefix, cache = self.shared_prefix, None
+        prefix = self.shared_prefix
         if prefix is not None and not self.training and not torch.is_grad_enabled():
             prefix.compute(self.backbone, input_ids.device)
             if prefix.covers(input_ids, attention_mask):
-                cache = prefix.cache(input_ids.shape[0])
-        elif prefix is not None and self.training and prefix.in_training and prefix.covers(input_ids, attention_mask):
-            cache = prefix.cache_with_gradients(self.backbone, input_ids.shape[0], input_ids.device)
-        if cache is None:
-            output = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            return output.last_hidden_state, attention_mask
-        n, keyword = len(prefix), cache_keyword(self.backbone)
-        output = self.backbone(
-            input_ids=input_ids[:, n:], attention_mask=attention_mask, use_cache=True, **{keyword: cache}
-        )
-        return output.last_hidden_state, attention_mask[:, n:]
+                cache = {cache_keyword(self.backbone): prefix.cache(input_ids.shape[0])}
+                n = len(prefix)
+                output = self.backbone(
+                    input_ids=input_ids[:, n:], attention_mask=attention_mask, use_cache=True, **cache
+                )
+                return output.last_hidden_state, attention_mask[:, n:]
+        output = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return output.last_hidden_state, attention_mask
 
-    def share_prefix(self, ids: list[int], in_training: bool = False) -> None:
+    def share_prefix(self, ids: list[int]) -> None:
         """Declare the ids every input row starts with (a template's part before the text). Kept only where
         a row's pooled vector cannot depend on them being cached: a sequence task pooling its last token,
-        under causal attention. `in_training`: training steps share it too (one process, eager layers)."""
+        under causal attention."""
         config = text_config(self.backbone.config)
         usable = len(ids) > 1 and self.task == "sequence" and self.pooling == "last" and is_causal(config)
-        usable = usable and not rescales_with_length(config)
-        self.shared_prefix = SharedPrefix(ids, in_training) if usable else None
+        self.shared_prefix = SharedPrefix(ids) if usable and not rescales_with_length(config) else None
 
     def train(self, mode: bool = True) -> LabelSupervisedModel:
         if mode:

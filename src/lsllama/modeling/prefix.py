@@ -39,9 +39,8 @@ class SharedPrefix:
     and what a sliding-window layer keeps of them). `forget` when the weights change: `LabelSupervisedModel`
     does on `train()`, on loading weights and on merging adapters."""
 
-    def __init__(self, ids: list[int], in_training: bool = False):
+    def __init__(self, ids: list[int]):
         self.ids = torch.tensor(ids, dtype=torch.long)
-        self.in_training = in_training
         self.keys_values: Cache | None = None
 
     def __len__(self) -> int:
@@ -69,12 +68,5 @@ class SharedPrefix:
         """A copy for one batch, one row per input row (the forward pass appends the batch's keys to it)."""
         assert self.keys_values is not None
         cache = copy.deepcopy(self.keys_values)
-        cache.batch_repeat_interleave(batch_size)
-        return cache
-
-    def cache_with_gradients(self, backbone: PreTrainedModel, batch_size: int, device: torch.device) -> Cache:
-        """The prefix run now, with this step's weights and gradients, one row per input row."""
-        output = backbone(input_ids=self.ids.to(device)[None], use_cache=True)
-        cache = output[cache_keyword(backbone)]
         cache.batch_repeat_interleave(batch_size)
         return cache

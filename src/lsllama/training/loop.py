@@ -68,7 +68,7 @@ from lsllama.training.checkpoint import (
     save_checkpoint,
 )
 from lsllama.training.distributed import describe, gather_optimizer_state, gather_weights, make_accelerator, restore
-from lsllama.tuning import CPU_MICRO_BATCH_TOKENS, SHARE_PREFIX_IN_TRAINING
+from lsllama.tuning import CPU_MICRO_BATCH_TOKENS
 
 # Settings that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {
@@ -259,6 +259,7 @@ class Trainer:
             inputs.scaling,
             label_words(cfg.data),
         )
+        model.share_prefix(shared_prefix_ids(cfg.data, cfg.task, inputs.tokenizer))
         plan = partial(_plan, cfg, inputs)
         total_steps = planned_steps(plan, cfg.train.epochs, cfg.train.min_steps)
         train = cfg.train
@@ -271,8 +272,6 @@ class Trainer:
         compiled = worth_compiling(cfg, model, total_steps, device, world)
         if compiled:
             compile_decoder_layers(model)
-        in_training = SHARE_PREFIX_IN_TRAINING and world == 1 and not compiled and not cfg.model.gradient_checkpointing
-        model.share_prefix(shared_prefix_ids(cfg.data, cfg.task, inputs.tokenizer), in_training)
         state = checkpoint.state if checkpoint else TrainerState()
         if accelerator.is_main_process:
             _open_run_folder(run, cfg, inputs, checkpoint)
