@@ -64,6 +64,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
+from transformers import PreTrainedTokenizerBase
 
 from benchmarks import record
 from benchmarks.hardware import bf16_matmul_gflops, non_embedding_params
@@ -172,14 +173,9 @@ class Bench:
     @classmethod
     def build(cls, model: str, rows: int, model_overrides: dict[str, Any]) -> Bench:
         # The text alone, as the recorded profiles read it: the template only lengthens every row.
-        overrides = {"model": {"name": model, **model_overrides}, "data": {"data": "sst2", "template": "none"}}
-        cfg = build_config(overrides=overrides).resolved()
-        tokenizer = load_tokenizer(cfg.model.name)
-        labels = resolve_labels(cfg.data, "sequence")
-        examples = load_split(cfg.data, "train", "sequence", labels, rows)
-        items, _ = encode_examples(examples, "sequence", tokenizer, cfg.data)
+        cfg, tokenizer, num_labels, items = sst2_rows(model, rows, {"template": "none"}, model_overrides)
         torch.manual_seed(0)
-        net = build_model(cfg.model, "sequence", len(labels), tokenizer, torch.device("cpu")).train()
+        net = build_model(cfg.model, "sequence", num_labels, tokenizer, torch.device("cpu")).train()
         optimizer = _optimizer(net, cfg.train.learning_rate, cfg.train.weight_decay)
         return cls(cfg, items, tokenizer.pad_token_id, net, optimizer)
 
@@ -350,13 +346,12 @@ def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
     fixed, per_token = fit_line(tokens, [p["seconds"] for p in points])
     _, saved_per_token = fit_line(tokens, [p["saved_mb"] for p in points])
     mean_width = mean_padded_width([it.n_tokens for it in bench.items])
-    templated_width = mean_padded_width(templated_lengths(model, rows))
+    templated_width = mean_padded_width([it.n_tokens for it in sst2_rows(model, rows, {}, {})[3]])
 
     def no_fixed_cost(width: float) -> float:
         """How much faster a step of 16 rows of this width would be without the fixed cost."""
         return (fixed + per_token * 16 * width) / (per_token * 16 * width)
 
-    typical = 16 * mean_width
     lines = [
         started.header(
             f"{model}; training steps (forward, backward, clip, AdamW) on real SST-2 rows of one padded width, the "
@@ -375,7 +370,7 @@ def shapes(model: str, rows: int, started: record.Record) -> tuple[dict, str]:
         "",
         f"Least-squares line: a step costs {fixed:.3f} s plus {per_token * 1e3:.2f} ms per computed token. At the "
         f"margin a token runs at {4 * params / per_token / (peak * 1e9):.2f} of the matmul peak; the fixed part is "
-        f"{fixed / (fixed + per_token * typical):.0%} of a step of 16 rows at these rows' mean padded width "
+        f"{1 - 1 / no_fixed_cost(mean_width):.0%} of a step of 16 rows at these rows' mean padded width "
         f"({mean_width:.1f} tokens). With no fixed cost at all that step would be {no_fixed_cost(mean_width):.2f}x "
         f"as fast, and a step of 16 rows inside the default `labels` question ({templated_width:.1f} tokens) "
         f"{no_fixed_cost(templated_width):.2f}x: the most that cutting the fixed cost can buy at these widths.",
@@ -396,14 +391,18 @@ def mean_padded_width(lengths: list[int]) -> float:
     return sum(batching.padded_length(n, batching.PAD_MULTIPLE) for n in lengths) / len(lengths)
 
 
-def templated_lengths(model: str, rows: int) -> list[int]:
-    """Token counts of the same SST-2 rows as lsllama's defaults read them (inside the `labels` question)."""
-    cfg = build_config(overrides={"model": {"name": model}, "data": {"data": "sst2"}}).resolved()
+def sst2_rows(
+    model: str, rows: int, data_overrides: dict[str, Any], model_overrides: dict[str, Any]
+) -> tuple[RunConfig, PreTrainedTokenizerBase, int, list[Item]]:
+    """The config, tokenizer, number of labels and encoded items of the first `rows` SST-2 training rows, as
+    `lsllama train` builds them with these overrides (e.g. `{"template": "none"}`: the text alone)."""
+    overrides = {"model": {"name": model, **model_overrides}, "data": {"data": "sst2", **data_overrides}}
+    cfg = build_config(overrides=overrides).resolved()
     tokenizer = load_tokenizer(cfg.model.name)
     labels = resolve_labels(cfg.data, "sequence")
-    cfg.data.labels = labels.names
+    cfg.data.labels = labels.names  # what the default template lists
     items, _ = encode_examples(load_split(cfg.data, "train", "sequence", labels, rows), "sequence", tokenizer, cfg.data)
-    return [it.n_tokens for it in items]
+    return cfg, tokenizer, len(labels), items
 
 
 def time_shape(bench: Bench, n: int, width: int) -> dict[str, float]:
