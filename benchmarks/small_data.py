@@ -1,5 +1,5 @@
 """Small data: each lever alone and together (the head that starts from the label words, the step floor,
-a generic template, the head's own learning rate) against the paper's recipe, seed by seed; and the
+a generic template, the learning rate, the head's own) against the paper's recipe, seed by seed; and the
 label-word head on labels that are codes (`codes`: each label described as its index, "0", "1", ...,
 which is what a data set of integer labels gives the head) against the random head, so that a data set
 without label words is seen not to lose by the default.
@@ -30,8 +30,9 @@ from lsllama.data.dataset import resolve_labels
 
 GENERIC_TEMPLATE = "{text}\\nQuestion: {labels}?\\nAnswer:"
 """A template that names no data set (typed as on the command line: `\\n` is a newline)."""
-HEAD_LR = 5 * TrainConfig.learning_rate
-"""The head's own learning rate in `names+headlr`: five times the adapters' default."""
+HEAD_LR = 2.5e-3
+"""The head's own learning rate in `names+headlr`: five times the adapters' 5e-4 (their default when it
+was measured)."""
 FLOOR = f"at least {TrainConfig.min_steps} steps"
 """What the variants without `--min-steps` train for: the package's step floor."""
 BARE = ["--template", "none"]
@@ -55,11 +56,18 @@ VARIANTS = {
     ),
 }
 """Variant key: (label, `lsllama train` flags); the package defaults otherwise."""
+VARIANTS |= {
+    f"labels+lr{lr}": (
+        f"label-word head, `labels` template, lr {float(lr):g}, {FLOOR}",
+        ["--template", "labels", "--lr", lr],
+    )
+    for lr in ("5e-4", "1e-3")
+}
 VARIANTS["codes"] = ("label-word head on codes (labels described as '0', '1', ...), defaults", [])
 """Its flags depend on the data set's labels (`variant_flags`)."""
 TEMPLATE_NAMES = {GENERIC_TEMPLATE: ", generic template", "labels": ", `labels` template"}
 """How the step-0 rows name a variant's template (none: nothing)."""
-TRAINING_ONLY = ("--min-steps", "--head-lr")
+TRAINING_ONLY = ("--min-steps", "--head-lr", "--lr")
 """Flags that change how the head trains, not where it starts: variants that differ only in these share
 their step-0 score."""
 
