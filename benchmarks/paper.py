@@ -2,7 +2,7 @@
 
     python benchmarks/paper.py [--quick] [--recipe recorded|defaults] [--model smollm2-135m] [--rows N]
                                [--eval-rows N] [--seeds N] [--datasets NAME ...] [--methods NAME ...]
-                               [--sft-learning-rate LR]
+                               [--learning-rate LR] [--sft-learning-rate LR]
                                [--results-dir DIR] [--cache-dir DIR] [--dry-run] [--report-only]
                                [--report-name NAME] [--calibrate]
 
@@ -60,7 +60,7 @@ from benchmarks.paper_plan import (  # noqa: E402
 from benchmarks.paper_report import Report, write_report  # noqa: E402
 from lsllama import Classifier, build_config  # noqa: E402
 from lsllama.api import default_device  # noqa: E402
-from lsllama.config import RunConfig, TrainConfig  # noqa: E402
+from lsllama.config import TASKS, RunConfig, TrainConfig  # noqa: E402
 from lsllama.data.batching import padded_length  # noqa: E402
 from lsllama.evaluation.report import read_events  # noqa: E402
 from lsllama.modeling.loading import load_tokenizer, model_source, tiny_random_config  # noqa: E402
@@ -156,8 +156,17 @@ def half_of_layers(model_path: str) -> int:
 
 def sequence_defaults(ctx: Context) -> RunConfig:
     """The sequence task's defaults as the suite runs them (what SFT, zero-shot and the workload read)."""
-    pinned = {section: dict(values) for section, values in ctx.pinned.items() if section != "token"}
+    pinned = {section: dict(values) for section, values in ctx.pinned.items() if section not in TASKS}
+    pinned["train"] = {**pinned.get("train", {}), **ctx.pinned.get("sequence", {}).get("train", {})}
     return build_config(task="sequence", overrides=pinned).resolved()
+
+
+def pinned_settings(recipe: str, learning_rate: float | None) -> dict[str, dict[str, Any]]:
+    """`--recipe`'s settings, and `--learning-rate` for the sentence sets' LS (and SFT) runs only."""
+    pinned = dict(RECIPES[recipe])
+    if learning_rate is not None:
+        pinned["sequence"] = {"train": {"learning_rate": learning_rate}}
+    return pinned
 
 
 def sft_train(ctx: Context) -> TrainConfig:
@@ -393,6 +402,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--model", default="smollm2-135m", help="lsllama model name, hub id or folder")
     parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help="LS's learning rate on the sentence sets (and SFT's, unless --sft-learning-rate), one for all data "
+        "sets (default: the recipe's); its runs get their own keys",
+    )
+    parser.add_argument(
         "--sft-learning-rate",
         type=float,
         help="SFT's learning rate, one for all data sets (default: LS's); its runs get their own keys",
@@ -413,7 +428,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--report-name",
         help="file name of the report under --results-dir (default: paper, --quick: paper_quick; "
-        "--recipe defaults adds _defaults, --sft-learning-rate LR adds _sft_lrLR)",
+        "--recipe defaults adds _defaults, --learning-rate LR _lrLR, --sft-learning-rate LR _sft_lrLR)",
     )
     parser.add_argument(
         "--calibrate", action="store_true", help="fit the time estimate's rates to the finished runs, print them"
@@ -437,9 +452,8 @@ def main() -> None:
     runs_dir = results_dir / "paper" / "runs"
     model_path = model_folder(args.model, cache)
     data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
-    ctx = Context(
-        args.model, model_path, cache, data, pinned=RECIPES[args.recipe], sft_learning_rate=args.sft_learning_rate
-    )
+    pinned = pinned_settings(args.recipe, args.learning_rate)
+    ctx = Context(args.model, model_path, cache, data, pinned=pinned, sft_learning_rate=args.sft_learning_rate)
     tokenizer = load_tokenizer(model_path)
     runs = [run for run in build_plan(budget) if not args.methods or run.method in args.methods]
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in runs]
@@ -506,6 +520,7 @@ def main() -> None:
         methods=tuple(shown),
     )
     name = ("paper_quick" if args.quick else "paper") + ("" if args.recipe == "recorded" else f"_{args.recipe}")
+    name += "" if args.learning_rate is None else f"_lr{args.learning_rate:g}"
     name += "" if args.sft_learning_rate is None else f"_sft_lr{args.sft_learning_rate:g}"
     print(write_report(results_dir, report, args.report_name or name))
 

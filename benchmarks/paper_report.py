@@ -271,13 +271,13 @@ def protocol(report: Report) -> list[str]:
                 if section[key] != getattr(current, key)
             ]
             lines.append(
-                f"- LS ({task} task), lsllama's defaults when the suite ran: LoRA r {model['lora_r']}, alpha "
+                f"- LS ({task} task), the settings of its runs: LoRA r {model['lora_r']}, alpha "
                 f"{model['lora_alpha']}, dropout {model['lora_dropout']} on `{model['lora_targets']}`, "
                 f"{train['epochs']:g} epoch(s), at least {train['min_steps']} steps, lr {train['learning_rate']:g}, "
                 f"batch {train['batch_size']}, max length {cfg['data']['max_length']} tokens, precision "
                 f"`{model['precision']}`"
                 + (f", head init `{model['head_init']}`, template `{template}`." if head else ".")
-                + (f" Defaults changed since: {', '.join(changed)}." if changed else "")
+                + (f" Today's defaults differ: {', '.join(changed)}." if changed else "")
             )
     lines += [
         "- Splits: " + "; ".join(_split_note(report.data[name]) for name in report.budget.datasets) + ".",

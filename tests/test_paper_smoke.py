@@ -14,6 +14,8 @@ from benchmarks.baselines.generative import parse_label
 from benchmarks.paper import calibrate, estimate_seconds
 from benchmarks.paper_plan import Run
 
+from lsllama.config import TrainConfig
+
 from .conftest import DATA_ROOT, REPO
 
 SMOKE = ["--model", "tiny-random", "--rows", "24", "--eval-rows", "16", "--seeds", "1"]
@@ -194,6 +196,26 @@ def test_ls_is_scored_with_its_last_weights_where_the_reported_split_also_select
     assert outcome["splits"]["validation"]["step"] == 6 and outcome["splits"]["validation"]["n"] == 16
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "conll2003").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_learning_rate_keys_the_sentence_sets_ls_and_sft_runs_not_the_token_tasks(tmp_path: Path):
+    from benchmarks.paper import METHODS, Context, model_folder, pinned_settings, run_file, sft_train
+    from benchmarks.paper_plan import Budget, build_plan, prepare_data
+
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2", "conll2003"))
+    data = {name: prepare_data(name, budget.rows, budget.eval_rows, tmp_path) for name in budget.datasets}
+    path = model_folder("tiny-random", tmp_path)
+    default = Context("tiny-random", path, tmp_path, data, pinned=pinned_settings("defaults", None))
+    raised = Context("tiny-random", path, tmp_path, data, pinned=pinned_settings("defaults", 2e-3))
+    assert sft_train(raised).learning_rate == 2e-3 and sft_train(default).learning_rate == TrainConfig.learning_rate
+    moved = set()
+    for run in build_plan(budget):
+        (before, _), (after, _) = run_file(run, default, tmp_path), run_file(run, raised, tmp_path)
+        if before != after:
+            moved.add(run.method)
+    sentence_ls = {name for name, method in METHODS.items() if method.kind == "ls" and method.task == "sequence"}
+    assert moved == sentence_ls | {"sft"}
+
+
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_sfts_own_learning_rate_keys_only_the_sft_runs_and_the_protocol_names_it(tmp_path: Path):
     from benchmarks.paper import RECIPES, Context, model_folder, run_file, sft_train
@@ -205,16 +227,15 @@ def test_sfts_own_learning_rate_keys_only_the_sft_runs_and_the_protocol_names_it
     path = model_folder("tiny-random", tmp_path)
     shared = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
     own = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"], sft_learning_rate=2e-4)
-    assert sft_train(shared).learning_rate == 5e-4 and sft_train(own).learning_rate == 2e-4
+    assert sft_train(shared).learning_rate == TrainConfig.learning_rate and sft_train(own).learning_rate == 2e-4
     records = []
     for run in build_plan(budget):
         (before, _), (after, key) = run_file(run, shared, tmp_path), run_file(run, own, tmp_path)
         assert (before != after) == (run.method == "sft"), run.method
         records.append({"key": key})
     report = Report("cmd", "m", "d", "tiny-random", budget, data, records, 0.0, len(records), 1)
-    assert "SFT: same LoRA, epochs, optimizer steps, its own lr 0.0002 (LS: 0.0005), batch" in "\n".join(
-        protocol(report)
-    )
+    own_lr = f"SFT: same LoRA, epochs, optimizer steps, its own lr 0.0002 (LS: {TrainConfig.learning_rate:g}), batch"
+    assert own_lr in "\n".join(protocol(report))
 
 
 def test_sft_makes_as_many_optimizer_steps_as_an_lsllama_run_of_its_rows(tmp_path: Path):
