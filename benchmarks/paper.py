@@ -3,6 +3,7 @@
     python benchmarks/paper.py [--quick] [--recipe recorded|defaults] [--model smollm2-135m] [--rows N]
                                [--eval-rows N] [--seeds N] [--datasets NAME ...] [--methods NAME ...]
                                [--learning-rate LR] [--sft-learning-rate LR]
+                               [--generic-prompt] [--ls-task-words]
                                [--results-dir DIR] [--cache-dir DIR] [--dry-run] [--report-only]
                                [--report-name NAME] [--calibrate]
 
@@ -40,7 +41,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.baselines.classic import C_GRID, majority_tag, tfidf_logreg  # noqa: E402
-from benchmarks.baselines.generative import PROMPT, PromptTask, instruction_sft, max_new_tokens, prompt_ids, zero_shot  # noqa: E402
+from benchmarks.baselines.generative import (  # noqa: E402
+    GENERIC_PROMPT,
+    PROMPT,
+    PromptTask,
+    instruction_sft,
+    max_new_tokens,
+    prompt_ids,
+    zero_shot,
+)
 from benchmarks.hardware import machine  # noqa: E402
 from benchmarks.official_recipe import run_official  # noqa: E402
 from benchmarks.paper_plan import (  # noqa: E402
@@ -55,6 +64,7 @@ from benchmarks.paper_plan import (  # noqa: E402
     build_plan,
     prepare_data,
     sentences,
+    task_question,
     texts,
 )
 from benchmarks.paper_report import Report, write_report  # noqa: E402
@@ -130,6 +140,10 @@ class Context:
     """Settings that override the package defaults for every run (`RECIPES`)."""
     sft_learning_rate: float | None = None
     """SFT's own learning rate (`--sft-learning-rate`), chosen once for all data sets; None: LS's."""
+    generic_prompt: bool = False
+    """`--generic-prompt`: zero-shot and SFT are told the labels but not the task's words."""
+    ls_task_words: bool = False
+    """`--ls-task-words`: LS on the sentence sets reads `task_question`, the task's words SFT is told."""
 
 
 def model_folder(model: str, cache: Path) -> str:
@@ -169,6 +183,13 @@ def pinned_settings(recipe: str, learning_rate: float | None) -> dict[str, dict[
     return pinned
 
 
+def prompt_task(run: Run, ctx: Context) -> PromptTask:
+    """What the zero-shot and SFT prompt says for this run's data set: its task's words (or none, with
+    `--generic-prompt`), its labels, and LS's text length."""
+    data, description = ctx.data[run.dataset], DATASETS[run.dataset].prompt_task
+    return PromptTask("" if ctx.generic_prompt else description, data.labels, sequence_defaults(ctx).data.max_length)
+
+
 def sft_train(ctx: Context) -> TrainConfig:
     """What SFT trains with: LS's optimiser settings and steps, with its own learning rate where one is set."""
     train = sequence_defaults(ctx).train
@@ -183,9 +204,12 @@ def ls_config(run: Run, ctx: Context) -> RunConfig:
     if model.get("unmask_from_layer") == HALF:
         model["unmask_from_layer"] = half_of_layers(ctx.model_path)
     train = {**ctx.pinned.get("train", {}), **ctx.pinned.get(task, {}).get("train", {})}
+    data = {**ctx.pinned.get("data", {}), "data": str(ctx.data[run.dataset].folder)}
+    if ctx.ls_task_words and task == "sequence":
+        data["template"] = task_question(run.dataset)
     overrides = {
         "model": model,
-        "data": {**ctx.pinned.get("data", {}), "data": str(ctx.data[run.dataset].folder)},
+        "data": data,
         "train": {**train, "seed": run.seed, "tensorboard": False},
     }
     return build_config(task=task, overrides=overrides).resolved()
@@ -242,7 +266,9 @@ def recipe(run: Run, ctx: Context) -> dict[str, Any]:
         return cfg
     sequence = sequence_defaults(ctx)
     if kind in ("zero_shot", "sft"):
-        prompt = {"prompt": PROMPT, "task": DATASETS[run.dataset].prompt_task, "max_length": sequence.data.max_length}
+        task = prompt_task(run, ctx)
+        prompt = {"prompt": PROMPT if task.description else GENERIC_PROMPT, "task": task.description}
+        prompt["max_length"] = task.max_length
         if kind == "zero_shot":
             return {**prompt, "precision": sequence.model.precision}
         lora = {key: value for key, value in asdict(sequence.model).items() if key not in SFT_IGNORES}
@@ -296,7 +322,7 @@ def execute(run: Run, ctx: Context, workdir: Path) -> dict[str, Any]:
             epochs=sequence.train.epochs, seed=run.seed, speed_texts=reported.texts[:OFFICIAL_SPEED_ROWS],
         )  # fmt: skip
         return {"splits": {data.reported: {"accuracy": result.accuracy, "n": len(reported.texts)}}}
-    task = PromptTask(DATASETS[run.dataset].prompt_task, data.labels, sequence.data.max_length)
+    task = prompt_task(run, ctx)
     if kind == "zero_shot":
         metrics = zero_shot(ctx.model_path, task, reported, sequence.model.precision, ctx.device)
     else:
@@ -341,7 +367,7 @@ def workload(run: Run, ctx: Context, tokenizer: Any) -> dict[str, float]:
             "official_train_samples": sequence.train.epochs * n_train,
             "official_infer_samples": n_reported + OFFICIAL_SPEED_ROWS,
         }
-    task = PromptTask(DATASETS[run.dataset].prompt_task, data.labels, sequence.data.max_length)
+    task = prompt_task(run, ctx)
     new_tokens = max_new_tokens(tokenizer, data.labels)
 
     def prompt(rows: list) -> float:
@@ -412,6 +438,18 @@ def parse_args() -> argparse.Namespace:
         type=float,
         help="SFT's learning rate, one for all data sets (default: LS's); its runs get their own keys",
     )
+    parser.add_argument(
+        "--generic-prompt",
+        action="store_true",
+        help="zero-shot and SFT prompts name the labels but not the task (what LS's default question says); "
+        "their runs get their own keys",
+    )
+    parser.add_argument(
+        "--ls-task-words",
+        action="store_true",
+        help="LS on the sentence sets reads the labels question after the task's words that SFT's prompt has "
+        "(a user's template, not a default); its runs get their own keys",
+    )
     parser.add_argument("--rows", type=int, help="training rows per data set (CoNLL: sentences)")
     parser.add_argument("--eval-rows", type=int, help="at most this many rows of each evaluation split")
     parser.add_argument("--seeds", type=int, help="seeds for the main rows (ablations always get one)")
@@ -428,7 +466,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--report-name",
         help="file name of the report under --results-dir (default: paper, --quick: paper_quick; "
-        "--recipe defaults adds _defaults, --learning-rate LR _lrLR, --sft-learning-rate LR _sft_lrLR)",
+        "--recipe defaults adds _defaults, --learning-rate LR _lrLR, --sft-learning-rate LR _sft_lrLR, "
+        "--generic-prompt _generic_prompt, --ls-task-words _ls_task_words)",
     )
     parser.add_argument(
         "--calibrate", action="store_true", help="fit the time estimate's rates to the finished runs, print them"
@@ -454,6 +493,7 @@ def main() -> None:
     data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
     pinned = pinned_settings(args.recipe, args.learning_rate)
     ctx = Context(args.model, model_path, cache, data, pinned=pinned, sft_learning_rate=args.sft_learning_rate)
+    ctx.generic_prompt, ctx.ls_task_words = args.generic_prompt, args.ls_task_words
     tokenizer = load_tokenizer(model_path)
     runs = [run for run in build_plan(budget) if not args.methods or run.method in args.methods]
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in runs]
@@ -522,6 +562,8 @@ def main() -> None:
     name = ("paper_quick" if args.quick else "paper") + ("" if args.recipe == "recorded" else f"_{args.recipe}")
     name += "" if args.learning_rate is None else f"_lr{args.learning_rate:g}"
     name += "" if args.sft_learning_rate is None else f"_sft_lr{args.sft_learning_rate:g}"
+    name += "_generic_prompt" if args.generic_prompt else ""
+    name += "_ls_task_words" if args.ls_task_words else ""
     print(write_report(results_dir, report, args.report_name or name))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines import LabelledTexts
-from lsllama.config import DataConfig
+from lsllama.config import TEMPLATES, DataConfig
 from lsllama.data.dataset import Example, LabelSet, data_root, load_split, resolve_labels, sample
 from lsllama.run_folder import atomic_folder, commit_folder
 
@@ -43,6 +43,13 @@ DATASETS = {
     ),
     "conll2003": DatasetSpec("CoNLL-2003", "token"),
 }
+
+
+def task_question(dataset: str) -> str:
+    """lsllama's `labels` question after the words the zero-shot and SFT prompt use for the data set's task
+    ("What is the sentiment of the movie review below? Possible labels: ..."): a template of the user's,
+    since it names the task, which no default can know."""
+    return f"What is the {DATASETS[dataset].prompt_task}? " + TEMPLATES["labels"]
 
 
 @dataclass(frozen=True)

@@ -287,7 +287,7 @@ def protocol(report: Report) -> list[str]:
         f"TF-IDF picks C from {list(C_GRID)} on validation where test is reported and keeps C = {DEFAULT_C:g} where "
         "validation is the reported split (choosing on it would inflate the score). Zero-shot, SFT and the "
         "official recipe have no selection step (the last weights).",
-        f"- Zero-shot and SFT prompt (the model's chat template, greedy decoding): `{PROMPT!r}`. The answer's "
+        f"- Zero-shot and SFT prompt (the model's chat template, greedy decoding): {_prompts(report)}. The answer's "
         "label is the first label name it contains (case-insensitive, whole words, longest name on a tie); an "
         f"answer naming no label counts as wrong. SFT: same LoRA, epochs, optimizer steps, {_sft_lr(report)}batch "
         "and data as LS, loss on the answer tokens only.",
@@ -297,6 +297,12 @@ def protocol(report: Report) -> list[str]:
         "unmasking) run with the first seed.",
     ]
     return lines
+
+
+def _prompts(report: Report) -> str:
+    """The prompts the zero-shot and SFT runs were asked with (`paper.py --generic-prompt` names no task)."""
+    used = {r["key"]["recipe"]["prompt"] for r in report.records if r["key"]["method"] in ("zero-shot", "sft")}
+    return " and ".join(f"`{prompt!r}`" for prompt in sorted(used or {PROMPT}))
 
 
 def _sft_lr(report: Report) -> str:

@@ -24,6 +24,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from benchmarks.paper_plan import task_question
 from benchmarks.record import CACHE, Record, parser
 from lsllama.config import TrainConfig, build_config
 from lsllama.data.dataset import resolve_labels
@@ -64,7 +65,10 @@ VARIANTS |= {
     for lr in ("5e-4", "1e-3")
 }
 VARIANTS["codes"] = ("label-word head on codes (labels described as '0', '1', ...), defaults", [])
-"""Its flags depend on the data set's labels (`variant_flags`)."""
+VARIANTS["task+labels"] = (f"label-word head, `labels` question with the task's words (as SFT's prompt), {FLOOR}", [])
+"""Their flags depend on the data set (`variant_flags`): its labels, the paper suite's words for its task."""
+SPECIAL_STARTS = {"codes": " on codes", "task+labels": ", `labels` question with the task's words"}
+"""The variants whose flags depend on the data set, and how their step-0 rows name them."""
 TEMPLATE_NAMES = {GENERIC_TEMPLATE: ", generic template", "labels": ", `labels` template"}
 """How the step-0 rows name a variant's template (none: nothing)."""
 TRAINING_ONLY = ("--min-steps", "--head-lr", "--lr")
@@ -105,7 +109,10 @@ def label_names(dataset: str) -> tuple[str, ...]:
 
 
 def variant_flags(variant: str, dataset: str) -> list[str]:
-    """`codes`: each label described by its index, as if the data set's labels were integers."""
+    """`codes`: each label described by its index, as if the data set's labels were integers; `task+labels`:
+    the data set's task words in the question."""
+    if variant == "task+labels":
+        return ["--template", task_question(dataset).replace("\n", "\\n")]  # typed as on the command line
     if variant != "codes":
         return VARIANTS[variant][1]
     codes = {name: str(index) for index, name in enumerate(label_names(dataset))}
@@ -114,8 +121,8 @@ def variant_flags(variant: str, dataset: str) -> list[str]:
 
 def starting_point(variant: str) -> tuple[str, ...]:
     """The variant's flags that decide the model before training (head init, template)."""
-    if variant == "codes":
-        return ("codes",)
+    if variant in SPECIAL_STARTS:
+        return (variant,)
     flags = VARIANTS[variant][1]
     pairs = zip(flags[::2], flags[1::2], strict=True)  # every flag takes a value
     return tuple(item for flag, value in pairs if flag not in TRAINING_ONLY for item in (flag, value))
@@ -140,7 +147,7 @@ def table(runs: list[dict], datasets: list[str], sizes: list[int], variants: lis
         cells = _cells(runs, columns, sharing, "step0")
         if any(c != "—" for c in cells):
             template = dict(zip(start[::2], start[1::2], strict=True)).get("--template") if len(start) > 1 else None
-            head = "label-word head" + (" on codes" if start == ("codes",) else TEMPLATE_NAMES.get(template, ""))
+            head = "label-word head" + SPECIAL_STARTS.get(next(iter(start), ""), TEMPLATE_NAMES.get(template, ""))
             lines.append(f"|   {head} at step 0, before training | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -238,6 +238,7 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
             ("names+template", 0.7),
             ("names+labels", 0.65),
             ("codes", 0.5),
+            ("task+labels", 0.75),
         )
         for seed in (0, 1)
     ]
@@ -248,9 +249,19 @@ def test_small_data_shows_each_starting_points_step_0_score_once():
         "|   label-word head, generic template at step 0, before training | 0.700 ± 0.000 (2 seeds) |",
         "|   label-word head, `labels` template at step 0, before training | 0.650 ± 0.000 (2 seeds) |",
         "|   label-word head on codes at step 0, before training | 0.500 ± 0.000 (2 seeds) |",
+        "|   label-word head, `labels` question with the task's words at step 0, before training"
+        " | 0.750 ± 0.000 (2 seeds) |",
     ]
     assert lines.index(step0[0]) == lines.index(f"| {VARIANTS['names-1epoch'][0]} | 0.800 ± 0.000 (2 seeds) |") + 1
     assert f"| {VARIANTS['random+template'][0]} | — |" in lines  # not run: shown as missing
+
+
+def test_small_data_task_question_names_each_data_sets_task_as_the_sft_prompt_does():
+    from benchmarks.small_data import variant_flags
+
+    [flag, template] = variant_flags("task+labels", "ag_news")
+    assert flag == "--template" and template.startswith("What is the topic of the news article below? Possible labels:")
+    assert variant_flags("task+labels", "sst2")[1].endswith("\\nText: {text}\\nLabel:")
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")

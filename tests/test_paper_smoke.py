@@ -216,6 +216,50 @@ def test_learning_rate_keys_the_sentence_sets_ls_and_sft_runs_not_the_token_task
     assert moved == sentence_ls | {"sft"}
 
 
+@pytest.mark.skipif(not (DATA_ROOT / "conll2003").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_ls_task_words_put_the_sft_prompts_task_before_the_labels_question_of_sentence_sets_only(tmp_path: Path):
+    from benchmarks.paper import RECIPES, Context, ls_config, model_folder, run_file
+    from benchmarks.paper_plan import Budget, build_plan, prepare_data
+
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2", "conll2003"))
+    data = {name: prepare_data(name, budget.rows, budget.eval_rows, tmp_path) for name in budget.datasets}
+    path = model_folder("tiny-random", tmp_path)
+    default = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
+    worded = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"], ls_task_words=True)
+    runs = build_plan(budget)
+    moved = {run for run in runs if run_file(run, default, tmp_path)[0] != run_file(run, worded, tmp_path)[0]}
+    assert {(run.dataset, run.method.startswith("ls-")) for run in moved} == {("sst2", True)}
+    [ls] = [run for run in moved if run.method == "ls-causal-last"]
+    template = ls_config(ls, worded).data.template
+    assert template.startswith("What is the sentiment of the movie review below? Possible labels: {labels}.")
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_generic_prompt_keys_only_the_prompted_runs_and_names_the_labels_not_the_task(tmp_path: Path):
+    from benchmarks.baselines.generative import prompt_ids
+    from benchmarks.paper import RECIPES, Context, model_folder, prompt_task, run_file
+    from benchmarks.paper_plan import Budget, build_plan, prepare_data
+
+    from lsllama.modeling.loading import load_tokenizer
+
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2",))
+    data = {"sst2": prepare_data("sst2", budget.rows, budget.eval_rows, tmp_path)}
+    path = model_folder("tiny-random", tmp_path)
+    told = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
+    generic = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"], generic_prompt=True)
+    runs = build_plan(budget)
+    moved = {run.method for run in runs if run_file(run, told, tmp_path)[0] != run_file(run, generic, tmp_path)[0]}
+    assert moved == {"zero-shot", "sft"}
+    tokenizer = load_tokenizer(path)
+    [sft] = [run for run in runs if run.method == "sft"]
+
+    def prompt(ctx: Context) -> str:
+        return tokenizer.decode(prompt_ids(tokenizer, prompt_task(sft, ctx), "a fine film"))
+
+    assert "movie review" in prompt(told) and "movie review" not in prompt(generic)
+    assert "Possible labels: negative, positive. Answer with the label only." in prompt(generic)
+
+
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_sfts_own_learning_rate_keys_only_the_sft_runs_and_the_protocol_names_it(tmp_path: Path):
     from benchmarks.paper import RECIPES, Context, model_folder, run_file, sft_train

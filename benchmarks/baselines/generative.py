@@ -32,6 +32,9 @@ from lsllama.training.loop import planned_steps
 
 PROMPT = "What is the {task}? Possible labels: {labels}. Answer with the label only.\n\nText: {text}"
 """The paper's style of prompt: name the task, list the labels, ask for the label only."""
+GENERIC_PROMPT = "Possible labels: {labels}. Answer with the label only.\n\nText: {text}"
+"""The same without the task's words (a `PromptTask` with no description): what lsllama's default question
+(`Possible labels: ...`) tells label supervision, no more."""
 GENERATION_BATCH = 32
 EXTRA_NEW_TOKENS = 3
 """Room beyond the longest label for a leading space or punctuation, so a valid answer is never cut."""
@@ -44,6 +47,7 @@ class PromptTask:
     """What the prompt says: the task in a few words, the label names, and the text length LS sees."""
 
     description: str
+    """E.g. "sentiment of the movie review below"; empty: the prompt names only the labels (`GENERIC_PROMPT`)."""
     labels: list[str]
     max_length: int
 
@@ -63,7 +67,8 @@ def _messages(tokenizer: PreTrainedTokenizerBase, task: PromptTask, text: str) -
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) > task.max_length:
         text = tokenizer.decode(ids[: task.max_length])
-    content = PROMPT.format(task=task.description, labels=", ".join(task.labels), text=text)
+    prompt = PROMPT if task.description else GENERIC_PROMPT
+    content = prompt.format(task=task.description, labels=", ".join(task.labels), text=text)
     return [{"role": "user", "content": content}]
 
 
