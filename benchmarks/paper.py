@@ -492,8 +492,10 @@ def main() -> None:
     model_path = model_folder(args.model, cache)
     data = {name: prepare_data(name, budget.rows, budget.eval_rows, cache) for name in budget.datasets}
     pinned = pinned_settings(args.recipe, args.learning_rate)
-    ctx = Context(args.model, model_path, cache, data, pinned=pinned, sft_learning_rate=args.sft_learning_rate)
-    ctx.generic_prompt, ctx.ls_task_words = args.generic_prompt, args.ls_task_words
+    ctx = Context(
+        args.model, model_path, cache, data, pinned=pinned, sft_learning_rate=args.sft_learning_rate,
+        generic_prompt=args.generic_prompt, ls_task_words=args.ls_task_words,
+    )  # fmt: skip
     tokenizer = load_tokenizer(model_path)
     runs = [run for run in build_plan(budget) if not args.methods or run.method in args.methods]
     plan = [(run, *run_file(run, ctx, runs_dir)) for run in runs]
