@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from benchmarks.baselines.generative import parse_label
@@ -196,38 +197,42 @@ def test_ls_is_scored_with_its_last_weights_where_the_reported_split_also_select
     assert outcome["splits"]["validation"]["step"] == 6 and outcome["splits"]["validation"]["n"] == 16
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "conll2003").is_dir(), reason=f"no data under {DATA_ROOT}")
-def test_learning_rate_keys_the_sentence_sets_ls_and_sft_runs_not_the_token_tasks(tmp_path: Path):
-    from benchmarks.paper import METHODS, Context, model_folder, pinned_settings, run_file, sft_train
+def tiny_suite(tmp_path: Path, *datasets: str, **options: Any):
+    """The tiny-random suite's plan on these data sets, a context with today's defaults and one with `options`."""
+    from benchmarks.paper import RECIPES, Context, model_folder
     from benchmarks.paper_plan import Budget, build_plan, prepare_data
 
-    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2", "conll2003"))
-    data = {name: prepare_data(name, budget.rows, budget.eval_rows, tmp_path) for name in budget.datasets}
+    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=datasets)
+    data = {name: prepare_data(name, budget.rows, budget.eval_rows, tmp_path) for name in datasets}
     path = model_folder("tiny-random", tmp_path)
-    default = Context("tiny-random", path, tmp_path, data, pinned=pinned_settings("defaults", None))
-    raised = Context("tiny-random", path, tmp_path, data, pinned=pinned_settings("defaults", 2e-3))
+    pinned = options.pop("pinned", RECIPES["defaults"])
+    default = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
+    return build_plan(budget), default, Context("tiny-random", path, tmp_path, data, pinned=pinned, **options)
+
+
+def rekeyed(runs: list, before: Any, after: Any, tmp_path: Path) -> set:
+    """The runs whose cache key differs between the two contexts."""
+    from benchmarks.paper import run_file
+
+    return {run for run in runs if run_file(run, before, tmp_path)[0] != run_file(run, after, tmp_path)[0]}
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "conll2003").is_dir(), reason=f"no data under {DATA_ROOT}")
+def test_learning_rate_keys_the_sentence_sets_ls_and_sft_runs_not_the_token_tasks(tmp_path: Path):
+    from benchmarks.paper import METHODS, pinned_settings, sft_train
+
+    runs, default, raised = tiny_suite(tmp_path, "sst2", "conll2003", pinned=pinned_settings("defaults", 2e-3))
     assert sft_train(raised).learning_rate == 2e-3 and sft_train(default).learning_rate == TrainConfig.learning_rate
-    moved = set()
-    for run in build_plan(budget):
-        (before, _), (after, _) = run_file(run, default, tmp_path), run_file(run, raised, tmp_path)
-        if before != after:
-            moved.add(run.method)
     sentence_ls = {name for name, method in METHODS.items() if method.kind == "ls" and method.task == "sequence"}
-    assert moved == sentence_ls | {"sft"}
+    assert {run.method for run in rekeyed(runs, default, raised, tmp_path)} == sentence_ls | {"sft"}
 
 
 @pytest.mark.skipif(not (DATA_ROOT / "conll2003").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_ls_task_words_put_the_sft_prompts_task_before_the_labels_question_of_sentence_sets_only(tmp_path: Path):
-    from benchmarks.paper import RECIPES, Context, ls_config, model_folder, run_file
-    from benchmarks.paper_plan import Budget, build_plan, prepare_data
+    from benchmarks.paper import ls_config
 
-    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2", "conll2003"))
-    data = {name: prepare_data(name, budget.rows, budget.eval_rows, tmp_path) for name in budget.datasets}
-    path = model_folder("tiny-random", tmp_path)
-    default = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
-    worded = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"], ls_task_words=True)
-    runs = build_plan(budget)
-    moved = {run for run in runs if run_file(run, default, tmp_path)[0] != run_file(run, worded, tmp_path)[0]}
+    runs, default, worded = tiny_suite(tmp_path, "sst2", "conll2003", ls_task_words=True)
+    moved = rekeyed(runs, default, worded, tmp_path)
     assert {(run.dataset, run.method.startswith("ls-")) for run in moved} == {("sst2", True)}
     [ls] = [run for run in moved if run.method == "ls-causal-last"]
     template = ls_config(ls, worded).data.template
@@ -237,20 +242,13 @@ def test_ls_task_words_put_the_sft_prompts_task_before_the_labels_question_of_se
 @pytest.mark.skipif(not (DATA_ROOT / "sst2").is_dir(), reason=f"no data under {DATA_ROOT}")
 def test_generic_prompt_keys_only_the_prompted_runs_and_names_the_labels_not_the_task(tmp_path: Path):
     from benchmarks.baselines.generative import prompt_ids
-    from benchmarks.paper import RECIPES, Context, model_folder, prompt_task, run_file
-    from benchmarks.paper_plan import Budget, build_plan, prepare_data
+    from benchmarks.paper import Context, prompt_task
 
     from lsllama.modeling.loading import load_tokenizer
 
-    budget = Budget(rows=24, eval_rows=16, seeds=1, datasets=("sst2",))
-    data = {"sst2": prepare_data("sst2", budget.rows, budget.eval_rows, tmp_path)}
-    path = model_folder("tiny-random", tmp_path)
-    told = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"])
-    generic = Context("tiny-random", path, tmp_path, data, pinned=RECIPES["defaults"], generic_prompt=True)
-    runs = build_plan(budget)
-    moved = {run.method for run in runs if run_file(run, told, tmp_path)[0] != run_file(run, generic, tmp_path)[0]}
-    assert moved == {"zero-shot", "sft"}
-    tokenizer = load_tokenizer(path)
+    runs, told, generic = tiny_suite(tmp_path, "sst2", generic_prompt=True)
+    assert {run.method for run in rekeyed(runs, told, generic, tmp_path)} == {"zero-shot", "sft"}
+    tokenizer = load_tokenizer(told.model_path)
     [sft] = [run for run in runs if run.method == "sft"]
 
     def prompt(ctx: Context) -> str:
