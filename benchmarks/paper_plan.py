@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.baselines import LabelledTexts
-from lsllama.config import TEMPLATES, DataConfig
+from lsllama.config import TEMPLATES, DataConfig, with_question
 from lsllama.data.dataset import Example, LabelSet, data_root, load_split, resolve_labels, sample
 from lsllama.run_folder import atomic_folder, commit_folder
 
@@ -47,9 +47,9 @@ DATASETS = {
 
 def task_question(dataset: str) -> str:
     """lsllama's `labels` question after the words the zero-shot and SFT prompt use for the data set's task
-    ("What is the sentiment of the movie review below? Possible labels: ..."): a template of the user's,
-    since it names the task, which no default can know."""
-    return f"What is the {DATASETS[dataset].prompt_task}? " + TEMPLATES["labels"]
+    ("What is the sentiment of the movie review below? Possible labels: ..."): what `--question` asks, since
+    it names the task, which no default can know."""
+    return with_question(TEMPLATES["labels"], f"What is the {DATASETS[dataset].prompt_task}?")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,8 @@ def test_a_named_template_is_its_text(tokenizer):
     [
         ("sequence", {}, "default", "auto"),  # decided with the tokenizer and labels (below)
         ("sequence", {"template": "labels"}, "default", TEMPLATES["labels"]),
+        ("sequence", {"template": "labels", "question": "Why?"}, "default", "Why? " + TEMPLATES["labels"]),
+        ("sequence", {"question": "Why?"}, "default", "auto"),
         ("sequence", {"template": "none"}, "default", None),
         ("sequence", {"problem": "regression"}, "default", None),
         ("sequence", {"problem": "multi_label"}, "default", None),  # the question asks for one label
@@ -97,6 +99,14 @@ def test_the_auto_template_is_the_labels_question_unless_the_labels_crowd_out_th
     assert tokenizer.decode(items[0].input_ids, skip_special_tokens=True) == "a fine film"
 
 
+def test_a_question_goes_before_the_labels_and_must_leave_room_for_the_text(tokenizer):
+    asked = DataConfig(labels=["good", "bad"], question="What is the mood of the review?", max_length=128)
+    assert auto_template(asked, "sequence", tokenizer) == "What is the mood of the review? " + TEMPLATES["labels"]
+    long = DataConfig(labels=["good", "bad"], question="Why? " * 20, max_length=128)
+    with pytest.raises(UsageError, match="--question: the question and the labels take"):
+        auto_template(long, "sequence", tokenizer)  # said, not dropped as the many-labels fallback would
+
+
 def test_a_run_saved_before_templates_existed_reads_the_text_alone(tmp_path):
     saved = build_config(overrides={"data": {"template": "none"}}).resolved().to_dict()
     del saved["data"]["template"]  # as config.yaml was written before the setting existed
@@ -105,19 +115,23 @@ def test_a_run_saved_before_templates_existed_reads_the_text_alone(tmp_path):
     assert build_config().data.template == "auto"  # while a new run gets the default
 
 
-def test_a_default_run_saves_the_template_it_read(tmp_path):
+@pytest.mark.parametrize("question", [None, "What is the mood?"])
+def test_a_default_run_saves_the_template_it_read(tmp_path, question):
     write_jsonl(tmp_path / "data" / "train.jsonl", toy_rows(16, 1))
     write_jsonl(tmp_path / "data" / "validation.jsonl", toy_rows(8, 2))
     cfg = build_config(
         overrides={
             "model": {"name": "tiny-random", "precision": "fp32"},
-            "data": {"data": str(tmp_path / "data")},
+            "data": {"data": str(tmp_path / "data"), "question": question},
             "train": {"epochs": 1, "min_steps": 0, "batch_size": 8, "tensorboard": False},
         }
     )
     clf = Classifier.train(cfg, tmp_path / "run", progress=False)
-    assert clf.config.data.template == TEMPLATES["labels"]
-    assert "Possible labels: " in (tmp_path / "run" / "config.yaml").read_text()
+    expected = TEMPLATES["labels"] if question is None else f"{question} {TEMPLATES['labels']}"
+    assert clf.config.data.template == expected
+    saved = RunConfig.load(tmp_path / "run" / "config.yaml")
+    assert saved.data.template == expected and saved.data.question is None  # asked inside the template
+    assert saved.resolved().data.template == expected  # and a resume or reload resolves it as it ran
 
 
 def test_a_template_must_leave_room_for_the_text(tokenizer):
@@ -132,6 +146,9 @@ def test_a_template_must_leave_room_for_the_text(tokenizer):
         ({"data": {"template": "no placeholder"}}, "must contain"),
         ({"data": {"template": "{text}?", "text_pair_column": "b"}}, "single texts"),
         ({"model": {"head_init": "zeros"}}, "--head-init"),
+        ({"data": {"question": "Why?", "template": "{text}?"}}, "--question is asked by the auto and labels"),
+        ({"data": {"question": "Why?", "template": "none"}}, "--question is asked by the auto and labels"),
+        ({"data": {"question": "Why?", "problem": "multi_label"}}, "--question is for the sequence task"),
     ],
 )
 def test_bad_head_and_template_settings_are_usage_errors(overrides, message):

@@ -177,6 +177,7 @@ def train(
     unmask_from_layer: option.UnmaskFromLayer = None,
     head_init: option.HeadInit = None,
     template: option.Template = None,
+    question: option.Question = None,
     epochs: option.Epochs = None,
     learning_rate: option.LearningRate = None,
     batch_size: option.BatchSize = None,

@@ -102,6 +102,13 @@ Template = Annotated[
         f"{D.template}: labels for single texts with labels)."
     ),
 ]
+Question = Annotated[
+    str | None,
+    Opt(
+        help="Sequence task: a question that names the task, asked before the labels template's list of labels, "
+        "e.g. 'What is the sentiment of the financial news tweet?'."
+    ),
+]
 Epochs = Annotated[
     float | None, Opt(help=f"Passes over the training data (default {T.epochs:g}; token task {TOKEN['epochs']:g}).")
 ]

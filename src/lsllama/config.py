@@ -109,6 +109,11 @@ class DataConfig:
     for single-label classification of single texts where it takes at most a quarter of `max_length`, else
     none (the token task, text pairs, multi-label, regression); `none`: the text alone. The saved config
     holds the template's text."""
+    question: str | None = None
+    """Sequence task, single-label single texts: a question that names the task (`What is the sentiment of the
+    financial news tweet?`), asked before the `labels` template's list of labels (by `template: auto` or
+    `labels`). A question that names the task scores above labels alone where the label words do not say it
+    (docs/results.md, "The task's words in the question"). The saved config holds it inside the template."""
     max_length: int = 128
     """Most tokens per model input (special tokens included); at most the model's context length."""
     long_text: str = "head"
@@ -254,6 +259,8 @@ def _check_choices(cfg: RunConfig) -> None:
         raise UsageError(f"--template must contain {{text}} or be one of {names}, got {cfg.data.template!r}")
     if cfg.data.template not in (None, AUTO) and (cfg.task == "token" or cfg.data.text_pair_column):
         raise UsageError("--template is for the sequence task with single texts")
+    if cfg.data.question is not None and not classifies_single_texts(cfg.task, cfg.data):
+        raise UsageError("--question is for the sequence task with single texts and one label each")
     if cfg.model.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
     if cfg.model.quantization not in (None, "4bit", "8bit"):
@@ -291,13 +298,22 @@ def classifies_single_texts(task: str, data: DataConfig) -> bool:
 
 
 def _resolve_template_name(cfg: RunConfig) -> None:
-    """`none` is no template and a name in `TEMPLATES` its text (so that a run keeps what it read); `auto` is
-    none where it does not apply, and elsewhere waits for the tokenizer and the labels
-    (`lsllama.data.encoding.auto_template`)."""
-    template = cfg.data.template
+    """`none` is no template and a name in `TEMPLATES` its text (so that a run keeps what it read), `question`
+    put in front of `labels`; `auto` is none where it does not apply, and elsewhere waits for the tokenizer and
+    the labels (`lsllama.data.encoding.auto_template`)."""
+    template, question = cfg.data.template, cfg.data.question
+    if question is not None and template not in (AUTO, "labels"):
+        raise UsageError(f"--question is asked by the auto and labels templates; --template {template!r} can ask it")
     if template == NO_TEMPLATE or (template == AUTO and not classifies_single_texts(cfg.task, cfg.data)):
         template = None
+    if template == "labels":
+        template, cfg.data.question = with_question(TEMPLATES["labels"], question), None
     cfg.data.template = TEMPLATES.get(template, template)
+
+
+def with_question(template: str, question: str | None) -> str:
+    """The `labels` template with the task's question in front ("What is ...? Possible labels: ...")."""
+    return template if not question else f"{question.strip()} {template}"
 
 
 def _resolve_attention(cfg: RunConfig) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from lsllama.config import AUTO, TEMPLATES, DataConfig, classifies_single_texts
+from lsllama.config import AUTO, TEMPLATES, DataConfig, classifies_single_texts, with_question
 from lsllama.data.dataset import Example
 from lsllama.data.windows import assign_words, plan_windows
 from lsllama.errors import UsageError
@@ -146,18 +146,27 @@ def label_words(cfg: DataConfig) -> list[str]:
 
 
 def auto_template(cfg: DataConfig, task: str, tokenizer: PreTrainedTokenizerBase) -> str | None:
-    """What `template: auto` reads for this run: `TEMPLATES["labels"]` for classifying single texts (the
-    label-word head then starts as the model's choice among the label words after a question that lists
-    them: docs/results.md, "Small data"), unless its tokens would take over a quarter of `max_length` (many
-    labels); none where `classifies_single_texts` says no. Any other value is the user's."""
+    """What `template: auto` reads for this run: `TEMPLATES["labels"]`, after `question` where one is given, for
+    classifying single texts (the label-word head then starts as the model's choice among the label words
+    after a question that lists them: docs/results.md, "Small data"), unless its tokens would take over a
+    quarter of `max_length` (many labels: none, or with the user's question an error); none where
+    `classifies_single_texts` says no. Any other value is the user's."""
     if cfg.template != AUTO:
         return cfg.template
     if not classifies_single_texts(task, cfg):
         return None
     if not cfg.labels:
         raise ValueError("template auto: the labels must be known before the template is chosen")
-    labelled = dataclasses.replace(cfg, template=TEMPLATES["labels"])
-    return labelled.template if sum(map(len, template_ids(labelled, tokenizer))) <= cfg.max_length // 4 else None
+    labelled = dataclasses.replace(cfg, template=with_question(TEMPLATES["labels"], cfg.question))
+    length = sum(map(len, template_ids(labelled, tokenizer)))
+    if length <= cfg.max_length // 4:
+        return labelled.template
+    if cfg.question:
+        raise UsageError(
+            f"--question: the question and the labels take {length} tokens, over a quarter of --max-length "
+            f"{cfg.max_length}; a longer --max-length or a shorter question leaves room for the text"
+        )
+    return None
 
 
 def template_ids(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:

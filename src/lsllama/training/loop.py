@@ -183,7 +183,7 @@ def prepare_inputs(cfg: RunConfig, run: RunFolder, resume: bool | None) -> Input
     check_max_length(cfg.model.name, cfg.data.max_length, cfg.model.trust_remote_code)
     labels = resolve_labels(cfg.data, task)
     cfg.data.labels = labels.names
-    cfg.data.template = auto_template(cfg.data, task, tokenizer)
+    cfg.data.template, cfg.data.question = auto_template(cfg.data, task, tokenizer), None  # asked in the template
     data = training_data(cfg.data, task, labels)
     train_examples, val_examples = data.train, data.validation
     if resume is not False and run.file(CONFIG).is_file():
