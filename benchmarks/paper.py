@@ -226,7 +226,7 @@ computes what the records did (`RECORDED_TRAIN` pins `min_steps` there), so that
 rerun the suite."""
 ADDED_SETTINGS_AT_RECORDED = {
     "model": {"head_init": "random"},
-    "data": {"template": None, "label_descriptions": None, "validation_fraction": 0.1},
+    "data": {"template": None, "label_descriptions": None, "validation_fraction": 0.1, "question": None},
 }
 """LS settings added after the records, left out of the key while they hold what the records computed
 (`RECORDED_MODEL` pins the random head they used); `--recipe defaults` runs LS with the label-word head."""

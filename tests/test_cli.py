@@ -78,6 +78,16 @@ def test_unknown_choices_are_rejected_by_the_parser_in_one_line(args, words):
         assert word in errors[0]
 
 
+def test_a_question_with_no_template_to_ask_it_is_a_one_line_error_that_writes_nothing(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", toy_rows(8, 1))
+    args = ["train", "--data", str(tmp_path / "train.jsonl"), "-o", str(tmp_path / "run"), "--preset", "paper"]
+    result = runner.invoke(app, [*args, "--question", "Why?"])
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(errors) == 1, result.stderr
+    assert "--question" in errors[0] and "--preset paper" in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_debug_works_after_the_subcommand(tmp_path):
     args = ["train", "--model", "tiny-random", "--quiet", "--data", str(tmp_path / "none.jsonl"), "-o", str(tmp_path)]
     plain = runner.invoke(app, args)

@@ -90,6 +90,11 @@ def test_the_default_template_asks_only_where_single_texts_are_classified(task, 
     assert build_config(task=task, preset=preset, overrides={"data": data}).resolved().data.template == expected
 
 
+@pytest.mark.parametrize(("given", "kept"), [(" Why? ", "Why?"), ("  ", None), (None, None)])
+def test_an_auto_template_keeps_the_question_for_the_labels_to_follow(given, kept):
+    assert build_config(overrides={"data": {"question": given}}).resolved().data.question == kept
+
+
 def test_the_auto_template_is_the_labels_question_unless_the_labels_crowd_out_the_text(tokenizer):
     few = DataConfig(labels=["good", "bad"], max_length=128)
     assert auto_template(few, "sequence", tokenizer) == TEMPLATES["labels"]
@@ -146,9 +151,11 @@ def test_a_template_must_leave_room_for_the_text(tokenizer):
         ({"data": {"template": "no placeholder"}}, "must contain"),
         ({"data": {"template": "{text}?", "text_pair_column": "b"}}, "single texts"),
         ({"model": {"head_init": "zeros"}}, "--head-init"),
-        ({"data": {"question": "Why?", "template": "{text}?"}}, "--question is asked by the auto and labels"),
-        ({"data": {"question": "Why?", "template": "none"}}, "--question is asked by the auto and labels"),
+        ({"data": {"question": "Why?", "template": "{text}?"}}, "write it into your own --template"),
+        ({"data": {"question": "Why?", "template": "none"}}, "--template none and --preset paper have none"),
         ({"data": {"question": "Why?", "problem": "multi_label"}}, "--question is for the sequence task"),
+        ({"data": {"question": "Why?", "problem": "regression", "template": "labels"}}, "one label each"),
+        ({"data": {"question": "Is {text} kind?"}}, "{text} belongs in a --template"),
     ],
 )
 def test_bad_head_and_template_settings_are_usage_errors(overrides, message):

@@ -37,6 +37,14 @@ def test_a_hub_base_model_is_linked_and_named_in_the_hub_metadata(run, tmp_path)
     assert "(lsllama name `smollm2-135m`)" in card.text
 
 
+def test_the_card_says_what_the_model_reads_and_where_its_head_started(run, tmp_path):
+    text = model_card(RunFolder.locate(run), "run")
+    template = yaml.safe_load((run / "config.yaml").read_text())["data"]["template"]
+    assert "Possible labels: " in template  # the default run reads the labels question
+    assert "| template | `" + template.replace("\n", "\\n") + "` |" in text
+    assert "| head init | label_names |" in text
+
+
 def test_an_unfinished_run_says_so_and_leaves_out_no_section(run, tmp_path):
     copy = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("results.json", "report"))
     text = model_card(RunFolder.locate(copy), "unfinished")

@@ -105,8 +105,8 @@ Template = Annotated[
 Question = Annotated[
     str | None,
     Opt(
-        help="Sequence task: a question that names the task, asked before the labels template's list of labels, "
-        "e.g. 'What is the sentiment of the financial news tweet?'."
+        help="Sequence task, one label per text: a question that names the task, asked before the labels "
+        "template's list of labels (template auto or labels), e.g. 'What is the sentiment of the tweet below?'."
     ),
 ]
 Epochs = Annotated[

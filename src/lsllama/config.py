@@ -259,8 +259,6 @@ def _check_choices(cfg: RunConfig) -> None:
         raise UsageError(f"--template must contain {{text}} or be one of {names}, got {cfg.data.template!r}")
     if cfg.data.template not in (None, AUTO) and (cfg.task == "token" or cfg.data.text_pair_column):
         raise UsageError("--template is for the sequence task with single texts")
-    if cfg.data.question is not None and not classifies_single_texts(cfg.task, cfg.data):
-        raise UsageError("--question is for the sequence task with single texts and one label each")
     if cfg.model.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
     if cfg.model.quantization not in (None, "4bit", "8bit"):
@@ -301,19 +299,32 @@ def _resolve_template_name(cfg: RunConfig) -> None:
     """`none` is no template and a name in `TEMPLATES` its text (so that a run keeps what it read), `question`
     put in front of `labels`; `auto` is none where it does not apply, and elsewhere waits for the tokenizer and
     the labels (`lsllama.data.encoding.auto_template`)."""
-    template, question = cfg.data.template, cfg.data.question
-    if question is not None and template not in (AUTO, "labels"):
-        raise UsageError(f"--question is asked by the auto and labels templates; --template {template!r} can ask it")
+    template, question = cfg.data.template, (cfg.data.question or "").strip() or None
+    if question is not None:
+        _check_question(cfg, question)
+    cfg.data.question = question
     if template == NO_TEMPLATE or (template == AUTO and not classifies_single_texts(cfg.task, cfg.data)):
         template = None
-    if template == "labels":
+    if template in ("labels", TEMPLATES["labels"]):
         template, cfg.data.question = with_question(TEMPLATES["labels"], question), None
     cfg.data.template = TEMPLATES.get(template, template)
 
 
+def _check_question(cfg: RunConfig, question: str) -> None:
+    """A question goes in front of the `labels` question, which asks for one label of one text."""
+    if not classifies_single_texts(cfg.task, cfg.data):
+        raise UsageError("--question is for the sequence task with single texts and one label each")
+    if "{text}" in question:
+        raise UsageError("--question goes before the text: {text} belongs in a --template of your own")
+    if cfg.data.template in (None, NO_TEMPLATE):
+        raise UsageError("--question needs the auto or labels template: --template none and --preset paper have none")
+    if cfg.data.template not in (AUTO, "labels", TEMPLATES["labels"]):
+        raise UsageError("--question needs the auto or labels template: write it into your own --template instead")
+
+
 def with_question(template: str, question: str | None) -> str:
     """The `labels` template with the task's question in front ("What is ...? Possible labels: ...")."""
-    return template if not question else f"{question.strip()} {template}"
+    return f"{question} {template}" if question else template
 
 
 def _resolve_attention(cfg: RunConfig) -> None:
