@@ -41,12 +41,13 @@ def test_sft_is_given_a_recipe_that_makes_exactly_the_ls_run_steps():
     assert sft_recipe(ls_recipe, 5).learning_rate == ls_recipe.learning_rate
 
 
-def test_the_plan_goes_seed_by_seed_cheapest_first_with_ls_before_its_sft():
-    runs = plan(["sst2", "ag_news"], [1000, 100], [0, 1], ["sft", "ls", "tfidf"])
+def test_the_plan_goes_seed_by_seed_cheapest_first_with_ls_before_its_sft_and_fits_tfidf_once():
+    runs = plan(["sst2", "ag_news"], [1000, 100], [2, 0], ["sft", "ls", "tfidf"])
     assert [(r.seed, r.rows, r.method) for r in runs[:6]] == [
-        (0, 100, "tfidf"), (0, 100, "tfidf"), (0, 1000, "tfidf"), (0, 1000, "tfidf"), (0, 100, "ls"), (0, 100, "sft")
+        (2, 100, "tfidf"), (2, 100, "tfidf"), (2, 1000, "tfidf"), (2, 1000, "tfidf"), (2, 100, "ls"), (2, 100, "sft")
     ]  # fmt: skip
-    assert [r.seed for r in runs] == [0] * 12 + [1] * 12
+    assert [r.seed for r in runs] == [2] * 12 + [0] * 8
+    assert {r.seed for r in runs if r.method == "tfidf"} == {2}  # deterministic: once, at the first seed asked
 
 
 @needs_data
@@ -69,16 +70,16 @@ def test_a_run_writes_its_record_then_resumes_and_reports_a_partial_cache_with_s
     assert "4 runs, 4 cached, 0 to run" in again.stdout and cache_files(tmp_path) == before
     assert json.loads((tmp_path / "out" / "learning_curve.json").read_text())["runs"] == record["runs"]
 
-    learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0", "1", "--methods", "tfidf")
+    tfidf = learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0", "1", "--methods", "tfidf")
+    assert "1 runs, 1 cached, 0 to run" in tfidf.stdout  # fitted once, at seed 0, whatever the seeds
     before = cache_files(tmp_path)
     report = learning_curve(tmp_path, "--datasets", "sst2", "--rows", "16", "--seeds", "0", "1", "--report-only")
-    assert "8 runs, 5 cached, 0 to run" in report.stdout and cache_files(tmp_path) == before
+    assert "7 runs, 4 cached, 0 to run" in report.stdout and cache_files(tmp_path) == before  # TF-IDF: once
     lines = (tmp_path / "out" / "learning_curve.md").read_text().splitlines()
-    assert "(2 seeds) |" in next(line for line in lines if line.startswith("| TF-IDF"))
     assert "(1 run) |" in next(line for line in lines if line.startswith("| LS, lsllama defaults"))
     cells = json.loads((tmp_path / "out" / "learning_curve.json").read_text())["cells"]
     assert {(c["method"], c["figure"]): c["seeds"] for c in cells} == {
-        ("tfidf", "accuracy"): 2, ("ls", "accuracy"): 1, ("ls", "step0"): 1, ("ls", "last"): 1,
+        ("tfidf", "accuracy"): 1, ("ls", "accuracy"): 1, ("ls", "step0"): 1, ("ls", "last"): 1,
         ("ls-paper", "accuracy"): 1, ("sft", "accuracy"): 1,
     }  # fmt: skip
 
