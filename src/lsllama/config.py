@@ -302,12 +302,11 @@ def _resolve_template_name(cfg: RunConfig) -> None:
     template, question = cfg.data.template, (cfg.data.question or "").strip() or None
     if question is not None:
         _check_question(cfg, question)
-    cfg.data.question = question
     if template == NO_TEMPLATE or (template == AUTO and not classifies_single_texts(cfg.task, cfg.data)):
         template = None
     if template in ("labels", TEMPLATES["labels"]):
-        template, cfg.data.question = with_question(TEMPLATES["labels"], question), None
-    cfg.data.template = TEMPLATES.get(template, template)
+        template, question = with_question(TEMPLATES["labels"], question), None  # asked inside the template
+    cfg.data.template, cfg.data.question = TEMPLATES.get(template, template), question
 
 
 def _check_question(cfg: RunConfig, question: str) -> None:
